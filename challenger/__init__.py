@@ -1,0 +1,1 @@
+"""challenger: the agent that re-executes posted results and disputes wrong ones."""

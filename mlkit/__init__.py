@@ -1,0 +1,1 @@
+"""mlkit: the deterministic soft-float DNN runtime (C) and its Python model tools."""

@@ -1,0 +1,1 @@
+"""node: the prover daemon that serves inference requests and defends its results."""

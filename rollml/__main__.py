@@ -1,0 +1,3 @@
+from rollml.cli import app
+
+app(prog_name="rollml")

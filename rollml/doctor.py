@@ -1,0 +1,63 @@
+"""`rollml doctor`: one line per tool the tests need, with its version or the exact fix."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from rollml.paths import NPM_BIN, SCRIPTS_DIR
+
+BOOTSTRAP = "make bootstrap-dev"
+PYTHON_PACKAGES = (
+    *("unicorn", "pyelftools", "pycryptodome", "web3", "eth-tester", "py-evm", "numpy"),
+    *("torch", "onnx", "onnxruntime", "transformers", "scikit-learn"),
+    *("pytest", "hypothesis", "ruff", "mypy"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str  # the version when ok, the fix otherwise
+
+
+def _command(name: str, cmd: list[str], fix: str, pick: int = 0) -> Check:
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        return Check(name, False, f"not found; fix: {fix}")
+    try:
+        out = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check(name, False, f"{exe} did not run ({err}); fix: {fix}")
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return Check(name, True, lines[pick] if len(lines) > pick else exe)
+
+
+def _python_package(dist: str, fix: str) -> Check:
+    try:
+        return Check(dist, True, importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return Check(dist, False, f"not installed; fix: {fix}")
+
+
+def run_checks() -> list[Check]:
+    py_ok = sys.version_info >= (3, 11)
+    apt = "apt-get install gcc-mips-linux-gnu binutils-mips-linux-gnu qemu-user (or: " + BOOTSTRAP + ")"
+    npm = "npm ci --prefix contracts (or: " + BOOTSTRAP + ")"
+    pip = "pip install -e '.[dev]' (or: " + BOOTSTRAP + ")"
+    checks = [
+        Check("python", py_ok, sys.version.split()[0] if py_ok else "3.11+ required"),
+        _command("mips-linux-gnu-gcc", ["mips-linux-gnu-gcc", "--version"], apt),
+        _command("qemu-mips", ["qemu-mips", "-version"], apt),
+        _command("node", ["node", "--version"], "apt-get install nodejs npm"),
+        _command("forge", [str(NPM_BIN / "forge"), "--version"], npm),
+        _command("anvil", [str(NPM_BIN / "anvil"), "--version"], npm),
+        _command("cast", [str(NPM_BIN / "cast"), "--version"], npm),
+        _command("solc (solc-js facade)", [str(SCRIPTS_DIR / "solc"), "--version"], npm, pick=1),
+    ]
+    checks += [_python_package(dist, pip) for dist in PYTHON_PACKAGES]
+    return checks

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what rollml needs on a Debian machine, skipping whatever is already there.
+#   scripts/bootstrap.sh         runtime: the Python package and the Foundry tools (anvil for `rollml devnet`)
+#   scripts/bootstrap.sh --dev   also the MIPS cross compiler, qemu-mips, torch/ONNX and the test tools
+# Python packages go into the active interpreter (`python3`): the system one, or a venv you activated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+stamps=.bootstrap
+mkdir -p "$stamps"
+say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { say "Python 3.11+ is required"; exit 1; }
+
+# Debian packages (the test toolchain only: the demo runs the committed MIPS program).
+if [ "$dev" = 1 ]; then
+  missing=()
+  command -v mips-linux-gnu-gcc >/dev/null || missing+=(gcc-mips-linux-gnu binutils-mips-linux-gnu)
+  command -v qemu-mips >/dev/null || missing+=(qemu-user)
+  if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    say "apt-get install ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+# Node tools from the npm registry, pinned by contracts/package-lock.json: forge, anvil, cast, solc-js, OpenZeppelin.
+command -v npm >/dev/null || { say "npm is required (apt-get install nodejs npm)"; exit 1; }
+lock_sum=$(sha256sum contracts/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamps/npm" 2>/dev/null)" != "$lock_sum" ] || [ ! -x contracts/node_modules/.bin/forge ]; then
+  say "npm ci (contracts)"
+  (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$stamps/npm"
+fi
+
+# Python packages. torch is pinned to 2.13.0 in pyproject.toml (an unpinned torch pulls a multi-GB CUDA build).
+extra=""; [ "$dev" = 1 ] && extra="[dev]"
+py_sum=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"$extra"$(python3 -c 'import sys; print(sys.prefix)')
+if [ "$(cat "$stamps/pip" 2>/dev/null)" != "$py_sum" ] || ! python3 -c 'import rollml' 2>/dev/null; then
+  say "pip install -e .$extra"
+  python3 -m pip install -q --disable-pip-version-check -e ".$extra"
+  echo "$py_sum" > "$stamps/pip"
+fi
+say "ready"
