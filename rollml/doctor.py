@@ -12,7 +12,7 @@ from rollml.paths import NPM_BIN, SCRIPTS_DIR
 
 BOOTSTRAP = "make bootstrap-dev"
 PYTHON_PACKAGES = (
-    *("unicorn", "pyelftools", "pycryptodome", "web3", "eth-tester", "py-evm", "numpy"),
+    *("unicorn", "pyelftools", "pycryptodome", "safe-pysha3", "web3", "eth-tester", "py-evm", "numpy"),
     *("torch", "onnx", "onnxruntime", "transformers", "scikit-learn"),
     *("pytest", "hypothesis", "ruff", "mypy"),
 )
