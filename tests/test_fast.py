@@ -1,0 +1,387 @@
+"""The fast executor (mipsvm/fast.py) and trace access (mipsvm/trace.py) against the reference stepper.
+
+Every comparison is with `mipsvm.step.step` on its own copy of the program: the state after every step
+(lockstep: `run_to(n)` for each n, so Unicorn stops at every instruction boundary), the state hash at many
+points of longer runs (long Unicorn runs that end at syscalls, faults and delay-slot TLB fills), random
+instruction streams (hypothesis; ROLLML_FUZZ_SCALE scales them), hand-written edge cases around delay
+slots and faults, snapshots of the trace, and qemu-mips for whole C programs.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mips_asm import A0, A1, A2, RA, T0, T1, T2, T3, T9, V0, asm
+from mips_build import program
+from mips_random import BASE, DATA, random_program
+
+from mipsvm.constants import HEAP_START, Fault, Status
+from mipsvm.elf import Program, load_elf
+from mipsvm.fast import F_BRANCH, F_JR, F_STOP, FastVM, spec_invalid, word_kind
+from mipsvm.hashing import keccak256
+from mipsvm.memory import Memory
+from mipsvm.preimage import PreimageOracle, keccak_key, stream
+from mipsvm.state import State
+from mipsvm.step import Access, Oracle, step
+from mipsvm.trace import Trace
+from mipsvm.witness import verify_step
+from rollml.native import build_shared
+
+SCALE = float(os.environ.get("ROLLML_FUZZ_SCALE", "1"))
+PREIMAGE = b"rollml fast executor test preimage " * 5
+
+
+class TotalOracle:
+    """An oracle that knows every key: PREIMAGE for its own key, pseudo-random data for any other."""
+
+    def stream_part(self, key: bytes, offset: int) -> tuple[bytes, int]:
+        data = PREIMAGE if key == keccak_key(PREIMAGE) else keccak256(key) * (1 + key[-1] % 4)
+        s = stream(data)
+        return s[offset : offset + 32].ljust(32, b"\0"), len(s)
+
+
+class Reference:
+    """The reference stepper on its own copy of a program, collecting the output like FastVM."""
+
+    def __init__(self, prog: Program, oracle: Oracle) -> None:
+        self.state = prog.state.copy()
+        self.mem = prog.memory.copy()
+        self.oracle = oracle
+        self.out: dict[int, bytearray] = {1: bytearray(), 2: bytearray(), 3: bytearray()}
+
+    def step(self) -> Access:
+        return step(self.state, self.mem, self.oracle, lambda fd, b: self.out[fd].extend(b))
+
+    def run_to(self, n: int) -> None:
+        while self.state.step < n and not self.state.exited:
+            self.step()
+
+    def state_hash(self) -> bytes:
+        st = self.state.copy()
+        st.mem_root = self.mem.root()
+        return st.hash()
+
+
+def bare(state: State) -> bytes:
+    """The encoded state without its memory root."""
+    st = state.copy()
+    st.mem_root = bytes(32)
+    return st.encode()
+
+
+def lockstep(prog: Program, oracle: Oracle, max_steps: int) -> Reference:
+    """Step the reference and `run_to(n)` the fast executor for every n; compare after every step."""
+    ref = Reference(prog, oracle)
+    with FastVM(prog, oracle) as vm:
+        for n in range(1, max_steps + 1):
+            if ref.state.exited:
+                break
+            access = ref.step()
+            vm.run_to(n)
+            assert bare(vm.cpu_state()) == bare(ref.state), f"state differs after step {n}"
+            page = access.data_addr >> 12
+            assert vm.guest.page(page) == ref.mem.read(page << 12, 4096), f"memory differs after step {n}"
+        assert vm.state_hash() == ref.state_hash()
+        assert (vm.stdout, vm.stderr, vm.output) == (ref.out[1], ref.out[2], ref.out[3])
+    return ref
+
+
+def at_points(prog: Program, oracle: Oracle, points: list[int]) -> Reference:
+    """Run both to each point (long fast-path runs); compare the state hashes there."""
+    ref = Reference(prog, oracle)
+    with FastVM(prog, oracle) as vm:
+        for n in sorted(points):
+            ref.run_to(n)
+            vm.run_to(n)
+            assert vm.state_hash() == ref.state_hash(), f"state hash differs at step {n}"
+        assert (vm.stdout, vm.output) == (ref.out[1], ref.out[3])
+    return ref
+
+
+def words_program(words: list[int], regs: dict[int, int] | None = None, data: bytes = b"") -> Program:
+    """A program of `words` at BASE (the executable range), `data` at DATA."""
+    mem = Memory()
+    for i, w in enumerate(words):
+        mem.write_u32(BASE + 4 * i, w)
+    mem.write(DATA, data)
+    state = State(pc=BASE, next_pc=BASE + 4, heap=HEAP_START)
+    for r, v in (regs or {}).items():
+        state.regs[r] = v & 0xFFFFFFFF
+    state.mem_root = mem.root()
+    return Program(state, mem, [(BASE, BASE + 4 * len(words))], BASE)
+
+
+def li(reg: int, value: int) -> list[int]:
+    return [asm("lui", reg, value >> 16), asm("ori", reg, reg, value & 0xFFFF)]
+
+
+EXIT = [asm("addiu", V0, 0, 4246), asm("addiu", A0, 0, 0), asm("syscall")]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The pre-scan and the native build
+# --------------------------------------------------------------------------------------------------------
+def test_word_kinds_follow_the_spec() -> None:
+    assert not spec_invalid(asm("addu", T0, T1, T2))
+    assert spec_invalid(asm("addu", T0, T1, T2) | (3 << 6))  # sa != 0: Unicorn would run it
+    assert spec_invalid(asm("sll", T0, T1, 4) | (5 << 21))  # rs != 0
+    assert spec_invalid(0x7C000000 | (T1 << 16) | (T0 << 11) | (0x10 << 6) | 0x20)  # seb (MIPS32r2)
+    assert spec_invalid((0x14 << 26) | (T0 << 21) | 4)  # beql
+    assert spec_invalid((0x31 << 26) | (T0 << 21))  # lwc1
+    for name in ("syscall", "break"):
+        assert word_kind(asm(name)) == word_kind(asm("sc", T0, 0, T1))
+    assert word_kind(asm("jalr", T9, T9)) == word_kind(asm("syscall"))  # the link overwrites the target
+    assert word_kind(asm("bltzal", RA, 4)) == word_kind(asm("syscall"))
+
+
+def test_text_flags() -> None:
+    words = [asm("beq", 0, 0, 2), asm("addu", 1, 2, 3), asm("jr", RA), asm("syscall")]
+    words += [asm("bne", 1, 2, 5), asm("syscall"), asm("j", DATA), 0, asm("b", -1), asm("b", 0)]
+    with FastVM(words_program(words), TotalOracle()) as vm:
+        flags = list(vm.text.flags[: len(words)])
+    assert flags[:4] == [F_BRANCH, 0, F_STOP, F_STOP]  # jr: its slot holds a syscall
+    assert flags[4] == F_STOP  # its slot is a syscall
+    assert flags[6] == F_STOP  # a jump out of the text
+    assert flags[8] == F_STOP  # a branch whose slot is a branch
+    assert vm.text.flags[1023] == F_STOP  # the last text word: the next one is not text
+    assert F_JR & F_BRANCH == 0
+
+
+def test_native_build_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLML_CACHE", str(tmp_path))
+    src = tmp_path / "f.c"
+    src.write_text("int f(void) { return 7; }\n")
+    a = build_shared("t", [src])
+    assert build_shared("t", [src]) == a
+    assert build_shared("t", [src], flags=["-O1", "-shared", "-fPIC"]) != a
+    src.write_text("int f(void) { return 8; }\n")
+    assert build_shared("t", [src]) != a
+
+
+# --------------------------------------------------------------------------------------------------------
+# Edge cases: delay slots, faults, self-modifying code, division by zero, addresses above 2 GiB
+# --------------------------------------------------------------------------------------------------------
+def _loop(body: list[int], n: int = 6) -> list[int]:
+    """t3 = n; loop: body...; t3 -= 1; bne t3, 0, loop (body's last word is the delay slot)."""
+    return [asm("addiu", T3, 0, n), *body[:-1], asm("addiu", T3, T3, -1), asm("bne", T3, 0, -len(body) - 1)]
+
+
+def seq(*parts: int | list[int]) -> list[int]:
+    """Words and lists of words, flattened."""
+    return [w for part in parts for w in (part if isinstance(part, list) else [part])]
+
+
+HIGH = 0xC0001000
+SELF = 0x2409002A  # addiu t1, zero, 42: what the self-modifying cases store
+EDGE_CASES: dict[str, tuple[list[int], dict[int, int]]] = {
+    "trap in slot": (seq(asm("addiu", T0, 0, 1), asm("b", 1), asm("teq", T0, T0), 0, EXIT), {}),
+    "unaligned load in slot": (seq(asm("beq", 0, 0, 1), asm("lw", T1, 1, T0), 0, EXIT), {T0: DATA}),
+    "unaligned store": (seq(0, asm("sh", T1, 3, T0), EXIT), {T0: DATA}),
+    "overflow in slot": (seq(asm("bal", 1), asm("add", T1, T0, T0), 0, EXIT), {T0: 0x7FFF0000}),
+    "overflow": (seq(asm("addi", T1, T0, 0x7FFF), EXIT), {T0: 0x7FFFFFFF}),
+    "div by zero": (
+        seq(asm("div", T0, T1), asm("mfhi", T2), asm("divu", T0, T1), asm("mflo", T3), asm("b", 1))
+        + seq(asm("div", T0, T1), 0, asm("mfhi", A1), asm("mflo", A2), EXIT),  # a div in the slot
+        {T0: 0xFFFFFFF9, T1: 0},
+    ),
+    "loads in slots, cold TLB": (
+        seq(_loop([asm("lw", T1, 0, T0), asm("addiu", T0, T0, 4096), asm("sw", T1, 8, T0)]), EXIT),
+        {T0: DATA},
+    ),
+    "not-taken branches, cold TLB in slots": (
+        seq(
+            _loop(
+                [asm("bne", 0, 0, 5), asm("lw", T1, 0, T0), asm("addiu", T0, T0, 4096), asm("sw", T0, 0, T0)]
+            ),
+            EXIT,
+        ),
+        {T0: DATA},
+    ),
+    "branch to its own slot": (
+        seq(
+            asm("beq", 0, 0, 0),
+            asm("lw", T0, 0, T0),
+            li(T9, BASE + 20),  # the jr's own slot
+            asm("jr", T9),
+            asm("lw", T1, 4, T1),
+            EXIT,
+        ),
+        {T0: DATA, T1: DATA + 0x3000},
+    ),
+    "high addresses in slots": (
+        seq(_loop([asm("lbu", T1, 3, T0), asm("addiu", T0, T0, 0x1000), asm("sb", T1, 0, T0)], 9), EXIT),
+        {T0: HIGH},
+    ),
+    "store into text in slot": (seq(asm("b", 1), asm("sw", T1, 12, T0), 0, 0, 0, EXIT), {T0: BASE, T1: SELF}),
+    "store into the next word": (seq(asm("sw", T1, 8, T0), 0, asm("break"), EXIT), {T0: BASE, T1: SELF}),
+    "jump into data": (seq(li(T9, DATA), asm("jr", T9), 0, 0, 0, EXIT), {}),
+    "jump to an odd address": (seq(li(T9, BASE + 2), asm("jalr", RA, T9), 0), {}),
+    "branch in slot": (seq(asm("b", 2), asm("b", 2), 0, 0, 0, EXIT), {}),
+    "syscall in slot": (seq(asm("addiu", V0, 0, 4045), asm("b", 1), asm("syscall"), 0, EXIT), {}),
+    "ll/sc": (
+        seq(_loop([asm("ll", T1, 0, T0), asm("addiu", T1, T1, 3), asm("sc", T1, 0, T0)]), EXIT),
+        {T0: DATA},
+    ),
+    "jalr rd = rs": (seq(li(T9, BASE + 16), asm("jalr", T9, T9), 0, 0, asm("addu", T2, T9, 0), EXIT), {}),
+    "invalid word Unicorn accepts": (seq(0, asm("addu", T0, T1, T2) | (1 << 6), EXIT), {}),
+}
+
+
+def _page_crossing(branch: int) -> list[int]:
+    """A loop whose branch is the last word of the first text page and whose slot (a load from a new page
+    each time) is the first word of the next one."""
+    words = [asm("addiu", T3, 0, 5), asm("j", BASE + 4 * 1020), 0] + [0] * 1017
+    words += [asm("addiu", T3, T3, -1), asm("addiu", T0, T0, 4096), asm("addiu", T2, T2, 1), branch]
+    return [*words, asm("lw", T1, 0, T0), asm("bne", T3, 0, 1018 - len(words)), 0, *EXIT]
+
+
+EDGE_CASES["page-crossing slot, taken"] = (_page_crossing(asm("bne", T3, 0, -5)), {T0: DATA})
+EDGE_CASES["page-crossing slot, not taken"] = (_page_crossing(asm("beq", T3, 0, 3)), {T0: DATA})
+# The data of "jump into data": code that jumps back to the exit at BASE + 24.
+DATA_CODE = b"".join(w.to_bytes(4, "big") for w in seq(0, li(T9, BASE + 24), asm("jr", T9), 0))
+
+
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_edge_case(name: str) -> None:
+    words, regs = EDGE_CASES[name]
+    data = DATA_CODE if name == "jump into data" else bytes(range(256)) * 16
+    prog = words_program(words, regs, data)
+    ref = lockstep(prog, TotalOracle(), 400)
+    assert ref.state.exited, "the edge-case program should finish"
+    # the same program in one go: long Unicorn runs that end in the interesting place
+    with FastVM(prog, TotalOracle()) as vm:
+        assert vm.run().hash() == ref.state_hash()
+
+
+def test_edge_case_outcomes() -> None:
+    """The edge cases do reach what they are named after (else they would test less than they claim)."""
+
+    def final(name: str) -> State:
+        words, regs = EDGE_CASES[name]
+        with FastVM(words_program(words, regs, bytes(4096)), TotalOracle()) as vm:
+            return vm.run()
+
+    assert final("trap in slot").exit_code == Fault.TRAP
+    assert final("unaligned load in slot").exit_code == Fault.UNALIGNED_ACCESS
+    assert final("overflow in slot").exit_code == Fault.OVERFLOW
+    assert final("jump to an odd address").exit_code == Fault.UNALIGNED_FETCH
+    assert final("branch in slot").exit_code == Fault.BRANCH_IN_DELAY_SLOT
+    assert final("invalid word Unicorn accepts").exit_code == Fault.INVALID_INSTRUCTION
+    assert final("store into the next word").status == Status.VALID  # the break was overwritten
+    div = final("div by zero")
+    assert (div.regs[T2], div.regs[T3], div.regs[A1], div.regs[A2]) == (0, 0xFFFFFFF9, 0, 0xFFFFFFF9)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Whole programs
+# --------------------------------------------------------------------------------------------------------
+def test_hello_lockstep() -> None:
+    ref = lockstep(load_elf(program("hello.S")), PreimageOracle(), 100)
+    assert ref.out[1] == b"hello\n"
+
+
+def test_compute_lockstep_and_points() -> None:
+    prog = load_elf(program("compute.c"))
+    lockstep(prog, PreimageOracle(), 40_000)
+    rnd = random.Random(1)
+    ref = at_points(prog, PreimageOracle(), [rnd.randrange(420_000) for _ in range(12)] + [10**9])
+    assert ref.state.status == Status.VALID
+
+
+def test_kernel_points() -> None:
+    prog = load_elf(program("fast_kernel.c", extra_flags=["-DROUNDS=1"]))
+    rnd = random.Random(2)
+    ref = at_points(prog, PreimageOracle(), [rnd.randrange(600_000) for _ in range(6)] + [10**9])
+    assert ref.state.status == Status.VALID
+
+
+def test_restore_snapshot_and_export() -> None:
+    prog = load_elf(program("compute.c"))
+    with FastVM(prog, PreimageOracle()) as vm:
+        final = vm.run()
+        vm_b = FastVM(prog, PreimageOracle())
+        vm_b.run_to(200_000)
+        state, memory = vm_b.state(), vm_b.export_memory()
+        assert memory.root() == state.mem_root
+        vm.restore(state, memory)  # backwards, into a VM that has run to the end
+        assert vm.state() == state
+        assert vm.run().hash() == final.hash()
+        vm_b.close()
+
+
+def test_survives_a_replaced_sigsegv_handler() -> None:
+    prog = load_elf(program("compute.c"))
+    with FastVM(prog, PreimageOracle()) as vm:
+        vm.run_to(1000)
+        was_enabled = faulthandler.is_enabled()
+        faulthandler.enable()  # installs its own SIGSEGV handler over ours
+        try:
+            assert vm.run().status == Status.VALID
+        finally:
+            if not was_enabled:
+                faulthandler.disable()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Random instruction streams
+# --------------------------------------------------------------------------------------------------------
+FUZZ_EXAMPLES = max(1, int(120 * SCALE))
+FUZZ_STEPS = 600  # per example and mode: 120 examples x (600 lockstep + 600 in long runs) >= 100k steps
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_streams(seed: int) -> None:
+    prog = random_program(seed)
+    lockstep(prog, TotalOracle(), FUZZ_STEPS)
+    rnd = random.Random(seed)
+    at_points(prog, TotalOracle(), [rnd.randrange(1, FUZZ_STEPS) for _ in range(4)] + [FUZZ_STEPS])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Trace access
+# --------------------------------------------------------------------------------------------------------
+def test_trace_states_and_proofs() -> None:
+    prog = load_elf(program("compute.c"))
+    trace = Trace(prog, PreimageOracle(), interval=50_000)
+    assert len(trace.snapshots) > 5
+    assert trace.final_state.status == Status.VALID
+    rnd = random.Random(3)
+    points = [rnd.randrange(trace.steps) for _ in range(8)] + [0, trace.steps, trace.steps + 5]
+    ref = Reference(prog, PreimageOracle())
+    for n in sorted(points):  # straight reference run to each n; the trace is queried out of order below
+        ref.run_to(n)
+        ref_hash = ref.state_hash()
+        assert trace.state_hash_at(n) == ref_hash
+    for n in reversed(points):
+        state, memory = trace.state_at(n)
+        assert state.hash() == trace.state_hash_at(n)
+        assert memory.root() == state.mem_root
+    for n in points[:3]:
+        p = trace.proof_at(n)
+        assert verify_step(p.pre_state, p.proof, p.part, p.part_len) == trace.state_hash_at(n + 1)
+    assert trace.stdout.startswith(b"primes 550")
+    trace.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# qemu-mips
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("qemu-mips") is None, reason="qemu-mips is not installed")
+@pytest.mark.parametrize("exit_code", [0, 42])
+def test_same_output_as_qemu(exit_code: int) -> None:
+    elf = program("fast_qemu.c", extra_flags=[f"-DEXIT_CODE={exit_code}"])
+    with FastVM(load_elf(elf), PreimageOracle()) as vm:
+        final = vm.run()
+        stdout = bytes(vm.stdout)
+    qemu = subprocess.run(["qemu-mips", str(elf)], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert (final.exit_code, stdout) == (qemu.returncode, qemu.stdout)
+    assert stdout.startswith(b"arith ") and b"dispatch" in stdout
