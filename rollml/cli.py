@@ -8,9 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlkit.cli import app as model_app
 from rollml import __version__
 
 app = typer.Typer(help="rollml: optimistic-rollup ML inference with fraud proofs.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 
 

@@ -1,0 +1,198 @@
+/*
+ * mlkit.h - the rollml DNN runtime: model format constants, tensors, ops,
+ * the graph interpreter and the platform hooks (guest.c / host.c).
+ *
+ * One C code base, two builds:
+ *   - MIPS32 guest (guest.c): freestanding, -msoft-float, so every `float`
+ *     operator below becomes a call to the soft-float ABI (softfloat.c);
+ *   - native shared library (host.c): the host FPU, -ffp-contract=off.
+ * Both give the same bits because every basic operation is correctly rounded
+ * IEEE binary32 (round to nearest even) in both, no operation is fused or
+ * reordered, `double` is never used, and the transcendental functions come
+ * from mathf.c (integer code) in both builds.  NaN payloads may differ
+ * between the builds, so NaNs are canonicalized when outputs are written
+ * and no code branches on the bits of a NaN.
+ *
+ * The model file and payload formats are specified in docs/model-format.md;
+ * mlkit/format.py is the Python side and must validate exactly as graph.c.
+ */
+#ifndef ROLLML_MLKIT_H
+#define ROLLML_MLKIT_H
+
+#include <stdint.h>
+#include "softfloat.h"
+#include "mathf.h"
+
+/* ---- result / exit codes (docs/model-format.md, "Exit codes") ---------- */
+#define MLK_OK 0          /* success (guest: output hash == claim)          */
+#define MLK_MISMATCH 1    /* guest only: output hash != claim               */
+#define MLK_E_MODEL 2     /* malformed model (file, blob or graph)          */
+#define MLK_E_INPUT 3     /* malformed input (payload, blob, or its values) */
+#define MLK_E_NOMEM 4     /* the memory budget is exhausted                 */
+#define MLK_E_ORACLE 5    /* guest only: bad local key value / syscall error */
+#define MLK_E_OUTCAP 6    /* host only: the output buffer is too small      */
+
+/* ---- format constants ---------------------------------------------------- */
+#define MLK_MAGIC 0x524D4C4Du   /* "RMLM" */
+#define MLK_PAYLOAD_MAGIC 0x524D4C44u /* "RMLD" */
+#define MLK_VERSION 1u
+#define MLK_MODE_PLAIN 0u
+#define MLK_MODE_GENERATE 1u
+
+#define MLK_HEADER_SIZE 32u
+#define MLK_TENSOR_ENTRY 32u
+#define MLK_NODE_ENTRY 80u
+#define MLK_DATA_ALIGN 16u
+
+#define MLK_DT_F32 1u
+#define MLK_DT_I32 2u
+#define MLK_KIND_ACT 0u     /* activation: graph input or a node's output */
+#define MLK_KIND_CONST 1u   /* constant: data stored in the file */
+
+/* Limits. */
+#define MLK_MAX_MODEL_BYTES 0x30000000u  /* 768 MiB */
+#define MLK_MAX_INPUT_BYTES 0x04000000u  /* 64 MiB */
+#define MLK_MAX_TENSORS 4096u
+#define MLK_MAX_NODES 4096u
+#define MLK_MAX_IO 16u
+#define MLK_MAX_RANK 4u
+#define MLK_MAX_ELEMENTS 0x08000000u     /* 2^27 elements (512 MiB) per tensor */
+#define MLK_MAX_IN 6u                    /* inputs per node */
+#define MLK_N_IATTR 8u
+#define MLK_N_FATTR 4u
+#define MLK_MAX_ATTR 65535               /* bound of stride/pad/kernel attributes */
+#define MLK_MAX_CTX 65536                /* bound of attention max_ctx */
+#define MLK_HEAP_BUDGET 0x40000000u      /* 1 GiB = HEAP_END - HEAP_START */
+
+/* Op codes. */
+enum {
+    OP_LINEAR = 1,
+    OP_MATMUL = 2,
+    OP_CONV2D = 3,
+    OP_CONV_TRANSPOSE2D = 4,
+    OP_BATCHNORM = 5,
+    OP_MAXPOOL2D = 6,
+    OP_AVGPOOL2D = 7,
+    OP_RELU = 8,
+    OP_LEAKY_RELU = 9,
+    OP_TANH = 10,
+    OP_SIGMOID = 11,
+    OP_GELU = 12,
+    OP_SOFTMAX = 13,
+    OP_LAYERNORM = 14,
+    OP_EMBEDDING = 15,
+    OP_ADD = 16,
+    OP_MUL = 17,
+    OP_RESHAPE = 18,
+    OP_TRANSPOSE = 19,
+    OP_ATTENTION = 20,
+    OP_ARGMAX = 21,
+    OP_COUNT = 22
+};
+
+/* ---- tensors and nodes ---------------------------------------------------- */
+typedef struct {
+    uint8_t dtype, rank, kind, defined;
+    uint32_t shape[MLK_MAX_RANK]; /* dims past `rank` are 1 here */
+    uint32_t numel;
+    uint32_t offset;              /* constants: file offset of the data */
+    void *data;                   /* float * or int32_t *, native byte order */
+} mlk_tensor;
+
+typedef struct {
+    uint32_t op, n_in;
+    uint32_t in[MLK_MAX_IN];
+    uint32_t out;
+    int32_t ia[MLK_N_IATTR];
+    float fa[MLK_N_FATTR];
+    uint8_t prefill;              /* generate mode: needed to fill the KV caches */
+    /* attention state (per run) */
+    float *kcache, *vcache;       /* [cap, C] each */
+    uint32_t cache_len;
+} mlk_node;
+
+typedef struct mlk_ctx mlk_ctx;
+struct mlk_ctx {
+    /* memory: every allocation is charged against MLK_HEAP_BUDGET in
+     * 32-byte units, in the same order in both builds (docs: "Memory") */
+    uint32_t charged;
+    void *(*get)(mlk_ctx *c, uint32_t n); /* platform: n bytes, 32-aligned, or 0 */
+    void *(*get_raw)(mlk_ctx *c, uint32_t n); /* host only: uncharged memory */
+    void *platform;
+
+    /* model */
+    const uint8_t *file;
+    uint32_t file_size, mode;
+    int32_t gen_eos;
+    uint32_t n_tensors, n_nodes, n_inputs, n_outputs;
+    mlk_tensor *t;
+    mlk_node *nodes;
+    uint32_t inputs[MLK_MAX_IO], outputs[MLK_MAX_IO];
+    uint32_t max_cap;             /* smallest attention max_ctx (generate mode) */
+
+    /* run */
+    float *scratch;               /* attention scores, max cache capacity floats */
+    uint32_t cap;                 /* KV cache capacity (positions) of this run */
+};
+
+/* ---- graph.c ---------------------------------------------------------------- */
+void *mlk_alloc(mlk_ctx *c, uint32_t n);   /* charged; 0 when over budget */
+int mlk_charge(mlk_ctx *c, uint32_t n);    /* charge without allocating */
+int mlk_check_sizes(mlk_ctx *c, uint32_t model_len, uint32_t input_len);
+int mlk_load(mlk_ctx *c, const uint8_t *model, uint32_t len);
+int mlk_run(mlk_ctx *c, const uint8_t *input, uint32_t len, uint8_t **out, uint32_t *out_len);
+
+/* ---- ops.c (shapes validated by graph.c before any call) ------------------ */
+void op_linear(const float *x, const float *w, const float *b, float *y, uint32_t m, uint32_t k, uint32_t n);
+void op_matmul(const float *a, const float *b, const float *bias, float *y, uint32_t batch, uint32_t b_step,
+               uint32_t m, uint32_t k, uint32_t n);
+void op_conv2d(const float *x, const float *w, const float *b, float *y, const uint32_t xs[4],
+               const uint32_t ws[4], const uint32_t ys[4], const int32_t *a);
+void op_conv_transpose2d(const float *x, const float *w, const float *b, float *y, const uint32_t xs[4],
+                         const uint32_t ws[4], const uint32_t ys[4], const int32_t *a);
+void op_batchnorm(const float *x, const float *g, const float *beta, const float *mean, const float *var,
+                  float eps, float *y, uint32_t outer, uint32_t ch, uint32_t inner);
+void op_maxpool2d(const float *x, float *y, const uint32_t xs[4], const uint32_t ys[4], const int32_t *a);
+void op_avgpool2d(const float *x, float *y, const uint32_t xs[4], const uint32_t ys[4], const int32_t *a);
+void op_relu(const float *x, float *y, uint32_t n);
+void op_leaky_relu(const float *x, float *y, uint32_t n, float slope);
+void op_tanh(const float *x, float *y, uint32_t n);
+void op_sigmoid(const float *x, float *y, uint32_t n);
+void op_gelu(const float *x, float *y, uint32_t n);
+void op_softmax(const float *x, float *y, uint32_t rows, uint32_t n);
+void op_layernorm(const float *x, const float *g, const float *b, float eps, float *y, uint32_t rows,
+                  uint32_t n);
+int op_embedding(const int32_t *ids, const float *table, float *y, uint32_t n_ids, uint32_t vocab,
+                 uint32_t dim);
+void op_add(const float *a, const float *b, float *y, uint32_t n, uint32_t nb);
+void op_mul(const float *a, const float *b, float *y, uint32_t n, uint32_t nb);
+void op_transpose(const uint32_t *x, uint32_t *y, const uint32_t xs[4], const uint32_t perm[4]);
+void op_attention(const float *qkv, float *y, float *kcache, float *vcache, float *scores, uint32_t pos,
+                  uint32_t t, uint32_t c, uint32_t n_head);
+void op_argmax(const float *x, int32_t *y, uint32_t rows, uint32_t n);
+
+/* ---- keccak.c ----------------------------------------------------------------- */
+void mlk_keccak256(const uint8_t *data, uint32_t len, uint8_t out[32]);
+
+/* ---- small helpers -------------------------------------------------------------- */
+typedef union {
+    float f;
+    uint32_t u;
+} mlk_bits;
+
+static inline uint32_t f2u(float f) { mlk_bits b; b.f = f; return b.u; }
+static inline float u2f(uint32_t u) { mlk_bits b; b.u = u; return b.f; }
+
+static inline uint32_t rd32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+static inline uint32_t rd16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | (uint32_t)p[1]; }
+static inline void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+void *mlk_memcpy(void *dst, const void *src, uint32_t n);
+
+#endif /* ROLLML_MLKIT_H */

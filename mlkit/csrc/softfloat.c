@@ -1,0 +1,538 @@
+/*
+ * softfloat.c - IEEE-754 binary32 arithmetic in plain integer C (rollml).
+ * See softfloat.h for the semantics (RNE, subnormals, canonical NaN).
+ *
+ * Integer operations only: 32-bit ops (including the 32-bit divide),
+ * 64-bit add/sub/shift/compare and 32x32->64 multiplies.  No 64-bit
+ * division (the freestanding MIPS build has no libgcc, so no __udivdi3):
+ * the quotient is formed 8 bits at a time with 32-bit divides, and the
+ * square root digit by digit with shifts and subtractions.
+ *
+ * How rounding works here
+ * -----------------------
+ * Every operation computes its exact result as a sign, an exponent and an
+ * integer significand `sig` that keeps 7 bits below the last bit that fits
+ * in a float, with the leading 1 at bit 30:
+ *
+ *     bit 30      leading (hidden) bit
+ *     bits 29-7   the 23 fraction bits that will be stored
+ *     bits 6-0    round bits: bit 6 is "one half ulp", bits 5-0 are
+ *                 "something below half"
+ *
+ * If the exact result has more bits than that, the lost bits are OR-ed into
+ * bit 0 ("sticky" bit, see shift_right_jam*), which is all round-to-nearest-
+ * even needs to know about them: whether the tail is below, exactly at or
+ * above one half ulp.  Then round_pack() does the rounding, once.
+ *
+ * The value of such an intermediate (sign, exp, sig) is
+ *
+ *     (-1)^sign * sig * 2^(exp - 156)
+ *
+ * `exp` is the biased exponent of the result MINUS ONE: when the rounded
+ * significand (with its leading 1 at bit 23) is added into the packed word
+ * the leading 1 carries into the exponent field and adds the missing one.
+ * The same carry handles a significand that rounds up to the next power of
+ * two, and a subnormal that rounds up to the smallest normal number.
+ */
+#include "softfloat.h"
+
+/* ------------------------------------------------------------------ */
+/* Field access                                                        */
+/* ------------------------------------------------------------------ */
+
+static inline uint32_t f_sign(uint32_t a) { return a >> 31; }
+static inline int32_t f_exp(uint32_t a) { return (int32_t)((a >> 23) & 0xFF); }
+static inline uint32_t f_frac(uint32_t a) { return a & 0x007FFFFFu; }
+
+/* Assemble a float.  `frac` may carry into the exponent (see above). */
+static inline uint32_t pack(uint32_t sign, int32_t exp, uint32_t frac)
+{
+    return (sign << 31) + ((uint32_t)exp << 23) + frac;
+}
+
+static inline int is_zero(uint32_t a) { return (a << 1) == 0; }
+static inline int is_nan(uint32_t a) { return (a & 0x7FFFFFFFu) > 0x7F800000u; }
+static inline int is_inf(uint32_t a) { return (a & 0x7FFFFFFFu) == 0x7F800000u; }
+
+/* Number of leading zero bits of a nonzero x (portable: no clz opcode). */
+static int clz32(uint32_t x)
+{
+    int n = 0;
+    if (x <= 0x0000FFFFu) { n += 16; x <<= 16; }
+    if (x <= 0x00FFFFFFu) { n += 8; x <<= 8; }
+    if (x <= 0x0FFFFFFFu) { n += 4; x <<= 4; }
+    if (x <= 0x3FFFFFFFu) { n += 2; x <<= 2; }
+    if (x <= 0x7FFFFFFFu) { n += 1; }
+    return n;
+}
+
+static int clz64(uint64_t x)
+{
+    uint32_t hi = (uint32_t)(x >> 32);
+    return hi ? clz32(hi) : 32 + clz32((uint32_t)x);
+}
+
+/* x >> n, but any 1 bits shifted out are OR-ed into bit 0 (sticky). */
+static uint32_t shift_right_jam32(uint32_t x, uint32_t n)
+{
+    if (n == 0) return x;
+    if (n >= 32) return x != 0;
+    return (x >> n) | ((x << (32 - n)) != 0);
+}
+
+static uint64_t shift_right_jam64(uint64_t x, uint32_t n)
+{
+    if (n == 0) return x;
+    if (n >= 64) return x != 0;
+    return (x >> n) | ((x << (64 - n)) != 0);
+}
+
+/*
+ * Unpack the significand of a finite nonzero float with its leading 1 at
+ * bit 23, so that |a| = *sig * 2^(*exp - 150).  Subnormals are normalised
+ * here, which gives them an exponent below 1.
+ */
+static void unpack(uint32_t a, int32_t *exp, uint32_t *sig)
+{
+    int32_t e = f_exp(a);
+    uint32_t m = f_frac(a);
+    if (e == 0) {                   /* subnormal: m * 2^-149, no hidden bit */
+        int shift = clz32(m) - 8;   /* move the leading 1 up to bit 23 */
+        *sig = m << shift;
+        *exp = 1 - shift;
+    } else {
+        *sig = m | 0x00800000u;     /* put back the hidden bit */
+        *exp = e;
+    }
+}
+
+/*
+ * Round (sign, exp, sig) to the nearest float, ties to even, and pack it.
+ * On entry the leading 1 of sig is at bit 30 and the value is
+ * sig * 2^(exp - 156), as described at the top of the file.  exp = 0xFD
+ * packs to the largest finite exponent field 0xFE (with the carry of the
+ * leading 1), so anything above may overflow and anything below 0 is in
+ * the subnormal range.
+ */
+static uint32_t round_pack(uint32_t sign, int32_t exp, uint32_t sig)
+{
+    uint32_t round_bits;
+
+    if ((uint32_t)exp >= 0xFD) {
+        if (exp < 0) {
+            /* Below the normal range: shift the significand right until
+             * the exponent is the subnormal one.  The bits that fall off
+             * stay in the sticky bit, so the result is rounded once, at
+             * the subnormal precision.  It may round up to 2^-126. */
+            sig = shift_right_jam32(sig, (uint32_t)-exp);
+            exp = 0;
+        } else if (exp > 0xFD || sig + 0x40 >= 0x80000000u) {
+            /* Too large, or rounds up past the largest finite float:
+             * round-to-nearest overflows to infinity. */
+            return pack(sign, 0xFF, 0);
+        }
+    }
+
+    round_bits = sig & 0x7F;
+    sig = (sig + 0x40) >> 7;        /* add half an ulp and truncate ...      */
+    if (round_bits == 0x40)         /* ... but on an exact tie, clear the    */
+        sig &= ~1u;                 /* last bit: round half to even          */
+    if (sig == 0)
+        exp = 0;                    /* underflowed to (signed) zero          */
+    return pack(sign, exp, sig);
+}
+
+/* ------------------------------------------------------------------ */
+/* Addition and subtraction                                            */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_add(uint32_t a, uint32_t b)
+{
+    uint32_t sign, siga, sigb, sig, t;
+    int32_t expa, expb, shift;
+
+    /* Infinities and NaNs. */
+    if (f_exp(a) == 0xFF || f_exp(b) == 0xFF) {
+        if (is_nan(a) || is_nan(b)) return SF_QNAN;
+        if (is_inf(a) && is_inf(b) && f_sign(a) != f_sign(b))
+            return SF_QNAN;                         /* inf - inf */
+        return is_inf(a) ? a : b;
+    }
+    /* Zeros: x + 0 = x exactly; +0 + -0 = +0, -0 + -0 = -0. */
+    if (is_zero(a)) return is_zero(b) ? (a & b) : b;
+    if (is_zero(b)) return a;
+
+    /* Make |a| >= |b|; the result has the sign of a (or is +0). */
+    if ((a & 0x7FFFFFFFu) < (b & 0x7FFFFFFFu)) { t = a; a = b; b = t; }
+    sign = f_sign(a);
+    unpack(a, &expa, &siga);
+    unpack(b, &expb, &sigb);
+
+    /* Leading 1 at bit 29: six bits of headroom below for guard bits, and
+     * bit 30 free for the carry of an addition. */
+    siga <<= 6;
+    sigb <<= 6;
+    /* Align b with a.  Bits shifted out of b go to its sticky bit.  Bits
+     * are only lost when the shift is more than 6; then sigb < 2^23 and a
+     * difference below still has its leading 1 at bit 28 or 29, so the
+     * normalising left shift is at most 2 and the sticky bit stays far
+     * below the rounding position.  Smaller shifts are exact, so even a
+     * massive cancellation leaves an exact result. */
+    sigb = shift_right_jam32(sigb, (uint32_t)(expa - expb));
+
+    if (f_sign(a) == f_sign(b)) {
+        sig = siga + sigb;
+    } else {
+        sig = siga - sigb;
+        if (sig == 0) return SF_POS_ZERO;           /* x - x = +0 */
+    }
+
+    /* Here the value is sig * 2^(expa - 156) (siga<<6 had that scale).
+     * Normalise: move the leading 1 to bit 30, lowering the exponent by
+     * one for each bit of left shift (shift is 0 after a carry). */
+    shift = clz32(sig) - 1;
+    return round_pack(sign, expa - shift, sig << shift);
+}
+
+uint32_t sf_sub(uint32_t a, uint32_t b)
+{
+    return sf_add(a, b ^ SF_SIGN_BIT);
+}
+
+/* ------------------------------------------------------------------ */
+/* Multiplication                                                      */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_mul(uint32_t a, uint32_t b)
+{
+    uint32_t sign = f_sign(a) ^ f_sign(b);
+    uint32_t siga, sigb, sig;
+    int32_t expa, expb, exp;
+    uint64_t prod;
+
+    if (is_nan(a) || is_nan(b)) return SF_QNAN;
+    if (is_inf(a) || is_inf(b)) {
+        if (is_zero(a) || is_zero(b)) return SF_QNAN;   /* 0 * inf */
+        return pack(sign, 0xFF, 0);
+    }
+    if (is_zero(a) || is_zero(b)) return sign << 31;
+
+    unpack(a, &expa, &siga);
+    unpack(b, &expb, &sigb);
+
+    /* Exact product of two 24-bit significands: 47 or 48 bits. */
+    prod = (uint64_t)siga * sigb;
+    exp = expa + expb - 127;
+    if (prod < ((uint64_t)1 << 47)) {               /* normalise to bit 47 */
+        prod <<= 1;
+        exp -= 1;
+    }
+    /* Keep the top 31 bits (leading 1 at bit 30); the other 17 bits only
+     * matter through the sticky bit. */
+    sig = (uint32_t)(prod >> 17) | ((prod & 0x1FFFF) != 0);
+    return round_pack(sign, exp, sig);
+}
+
+/* ------------------------------------------------------------------ */
+/* Division                                                            */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_div(uint32_t a, uint32_t b)
+{
+    uint32_t sign = f_sign(a) ^ f_sign(b);
+    uint32_t siga, sigb, q, rem;
+    int32_t expa, expb, exp, bits, n;
+
+    if (is_nan(a) || is_nan(b)) return SF_QNAN;
+    if (is_inf(a)) return is_inf(b) ? SF_QNAN : pack(sign, 0xFF, 0);
+    if (is_inf(b)) return sign << 31;                        /* x / inf = 0 */
+    if (is_zero(b)) return is_zero(a) ? SF_QNAN : pack(sign, 0xFF, 0);
+    if (is_zero(a)) return sign << 31;
+
+    unpack(a, &expa, &siga);
+    unpack(b, &expb, &sigb);
+
+    /* Make the quotient of the significands lie in [1, 2). */
+    exp = expa - expb + 126;
+    if (siga < sigb) {
+        siga <<= 1;
+        exp -= 1;
+    }
+
+    /* Schoolbook long division with the 32-bit divide instruction, up to
+     * 8 quotient bits per step (rem < sigb < 2^24, so rem << 8 fits):
+     *   q = floor(siga * 2^30 / sigb), in [2^30, 2^31). */
+    q = 1;                          /* siga / sigb is in [1, 2) */
+    rem = siga - sigb;
+    for (bits = 30; bits > 0; bits -= n) {
+        n = bits < 8 ? bits : 8;
+        rem <<= n;
+        q = (q << n) | (rem / sigb);
+        rem %= sigb;
+    }
+    q |= (rem != 0);                /* inexact: set the sticky bit */
+    return round_pack(sign, exp, q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Square root                                                         */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_sqrt(uint32_t a)
+{
+    uint32_t sig, x, root, rem, trial;
+    int32_t exp, e, i;
+
+    if (is_nan(a)) return SF_QNAN;
+    if (is_zero(a)) return a;                       /* sqrt(-0) = -0 */
+    if (f_sign(a)) return SF_QNAN;                  /* sqrt(negative) */
+    if (is_inf(a)) return a;
+
+    unpack(a, &exp, &sig);                          /* a = sig * 2^(e - 23) */
+    e = exp - 127;
+    if (e & 1) {                                    /* make e even */
+        sig <<= 1;
+        e -= 1;
+    }
+
+    /* root = floor(sqrt(sig * 2^27)), in [2^25, 2^26): 24 result bits, a
+     * guard bit and one more.  Digit-by-digit square root: bring down the
+     * radicand two bits at a time (from x, which holds the bits of sig
+     * left-aligned, then zeros) and add one bit to the root per step.
+     * rem = radicand so far - root^2 <= 2 root, so it stays below 2^29. */
+    x = sig << 7;
+    root = 0;
+    rem = 0;
+    for (i = 0; i < 26; i++) {
+        rem = (rem << 2) | (x >> 30);
+        x <<= 2;
+        trial = (root << 2) | 1;                    /* (2r+1)^2 - (2r)^2 = 4r+1 */
+        root <<= 1;
+        if (rem >= trial) {
+            rem -= trial;
+            root |= 1;
+        }
+    }
+    /* sqrt(a) = root * 2^(e/2 - 25).  An exact tie is impossible for a
+     * square root, but the sticky bit still says "above the truncation". */
+    return round_pack(0, e / 2 + 126, (root << 5) | (rem != 0));
+}
+
+/* ------------------------------------------------------------------ */
+/* Fused multiply-add                                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * a * b + c with a single rounding.  Both the exact product and c are put
+ * into 64-bit significands with the leading 1 at bit 61, the value of
+ * (exp, sig64) being sig64 * 2^(exp - 188), then added like in sf_add.
+ */
+uint32_t sf_fma(uint32_t a, uint32_t b, uint32_t c)
+{
+    uint32_t signp = f_sign(a) ^ f_sign(b), signc = f_sign(c), t;
+    uint32_t siga, sigb, sigc;
+    int32_t expa, expb, expc, expp, exp, shift;
+    uint64_t p, s, t64;
+
+    if (is_nan(a) || is_nan(b) || is_nan(c)) return SF_QNAN;
+    if (is_inf(a) || is_inf(b)) {
+        if (is_zero(a) || is_zero(b)) return SF_QNAN;       /* 0 * inf */
+        if (is_inf(c) && signc != signp) return SF_QNAN;    /* inf - inf */
+        return pack(signp, 0xFF, 0);
+    }
+    if (is_inf(c)) return c;
+    if (is_zero(a) || is_zero(b)) {
+        /* exact zero product: +-0 + c; zero signs follow sf_add */
+        return is_zero(c) ? ((signp & signc) << 31) : c;
+    }
+    if (is_zero(c)) return sf_mul(a, b);    /* product is nonzero: one rounding */
+
+    unpack(a, &expa, &siga);
+    unpack(b, &expb, &sigb);
+    unpack(c, &expc, &sigc);
+
+    /* Exact product, normalised to [2^47, 2^48), then leading 1 to bit 61,
+     * so that a*b = p * 2^(expp - 188) and c = s * 2^(expc - 188). */
+    p = (uint64_t)siga * sigb;
+    expp = expa + expb - 126;
+    if (p < ((uint64_t)1 << 47)) {
+        p <<= 1;
+        expp -= 1;
+    }
+    p <<= 14;
+    s = (uint64_t)sigc << 38;
+
+    /* Swap so that (signp, expp, p) is the operand with the larger
+     * magnitude (both have their leading 1 at bit 61); the result takes
+     * its sign.  Then align the smaller one, keeping a sticky bit. */
+    if (expc > expp || (expc == expp && s > p)) {
+        t64 = p; p = s; s = t64;
+        exp = expp; expp = expc; expc = exp;
+        t = signp; signp = signc; signc = t;
+    }
+    s = shift_right_jam64(s, (uint32_t)(expp - expc));
+    if (signp == signc) {
+        s = p + s;                      /* < 2^63 */
+    } else {
+        s = p - s;
+        if (s == 0) return SF_POS_ZERO; /* exact cancellation */
+    }
+
+    /* Leading 1 to bit 62, then keep the top 32 bits with a sticky bit:
+     * that is the usual 31-bit significand with the leading 1 at bit 30. */
+    shift = clz64(s) - 1;
+    s <<= shift;
+    exp = expp - shift;
+    return round_pack(signp, exp,
+                      (uint32_t)(s >> 32) | ((s & 0xFFFFFFFFu) != 0));
+}
+
+/* ------------------------------------------------------------------ */
+/* Scaling by a power of two                                           */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_ldexp(uint32_t a, int32_t k)
+{
+    uint32_t sig;
+    int32_t exp;
+
+    if (is_nan(a)) return SF_QNAN;
+    if (is_inf(a) || is_zero(a)) return a;
+    /* Beyond +-400 the result is 0 or inf anyway; clamping keeps the
+     * exponent arithmetic far from int overflow. */
+    if (k > 400) k = 400;
+    if (k < -400) k = -400;
+    unpack(a, &exp, &sig);          /* |a| = sig * 2^(exp - 150) */
+    /* leading 1 to bit 30: |a| = (sig << 7) * 2^((exp - 1) - 156) */
+    return round_pack(f_sign(a), exp - 1 + k, sig << 7);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sign operations and comparisons                                     */
+/* ------------------------------------------------------------------ */
+
+uint32_t sf_neg(uint32_t a) { return a ^ SF_SIGN_BIT; }
+uint32_t sf_abs(uint32_t a) { return a & ~SF_SIGN_BIT; }
+
+int sf_isnan(uint32_t a) { return is_nan(a); }
+
+int sf_unordered(uint32_t a, uint32_t b) { return is_nan(a) || is_nan(b); }
+
+int sf_eq(uint32_t a, uint32_t b)
+{
+    if (is_nan(a) || is_nan(b)) return 0;
+    return a == b || is_zero(a | b);                /* +0 == -0 */
+}
+
+/* Ordering on the raw bits: for two non-NaN floats of the same sign, the
+ * magnitudes order like the unsigned bit patterns. */
+int sf_lt(uint32_t a, uint32_t b)
+{
+    if (is_nan(a) || is_nan(b)) return 0;
+    if (f_sign(a) != f_sign(b))                     /* -x < +y unless both 0 */
+        return f_sign(a) && !is_zero(a | b);
+    return a != b && ((a < b) ^ f_sign(a));
+}
+
+int sf_le(uint32_t a, uint32_t b)
+{
+    if (is_nan(a) || is_nan(b)) return 0;
+    if (f_sign(a) != f_sign(b))
+        return f_sign(a) || is_zero(a | b);
+    return a == b || ((a < b) ^ f_sign(a));
+}
+
+/* ------------------------------------------------------------------ */
+/* Integer conversions                                                 */
+/* ------------------------------------------------------------------ */
+
+/* (-1)^sign * mag, rounded to a float.  mag can use all 32 bits. */
+static uint32_t from_magnitude(uint32_t sign, uint32_t mag)
+{
+    int n;
+    if (mag == 0) return SF_POS_ZERO;
+    n = clz32(mag);
+    /* Leading 1 at bit 31 - n; move it to bit 30.  The value is
+     * mag = sig * 2^(exp - 156) with exp = 157 - n. */
+    if (n == 0)
+        return round_pack(sign, 157, shift_right_jam32(mag, 1));
+    return round_pack(sign, 157 - n, mag << (n - 1));
+}
+
+uint32_t sf_from_i32(int32_t i)
+{
+    /* 0u - x is the magnitude also for INT32_MIN (2^31). */
+    return i < 0 ? from_magnitude(1, 0u - (uint32_t)i)
+                 : from_magnitude(0, (uint32_t)i);
+}
+
+uint32_t sf_from_u32(uint32_t u) { return from_magnitude(0, u); }
+
+int32_t sf_to_i32(uint32_t a)
+{
+    int32_t exp = f_exp(a);
+    uint32_t sig, mag;
+
+    if (is_nan(a)) return 0;
+    if (exp < 127) return 0;                        /* |a| < 1 truncates to 0 */
+    if (exp >= 127 + 31)                            /* |a| >= 2^31, or inf */
+        return f_sign(a) ? (int32_t)0x80000000u : 0x7FFFFFFF;
+
+    sig = f_frac(a) | 0x00800000u;                  /* |a| = sig * 2^(exp-150) */
+    mag = exp >= 150 ? sig << (exp - 150) : sig >> (150 - exp);
+    return f_sign(a) ? (int32_t)(0u - mag) : (int32_t)mag;
+}
+
+uint32_t sf_to_u32(uint32_t a)
+{
+    int32_t exp = f_exp(a);
+    uint32_t sig;
+
+    if (is_nan(a) || f_sign(a)) return 0;           /* NaN, negatives -> 0 */
+    if (exp < 127) return 0;
+    if (exp >= 127 + 32) return 0xFFFFFFFFu;        /* a >= 2^32, or +inf */
+    sig = f_frac(a) | 0x00800000u;
+    return exp >= 150 ? sig << (exp - 150) : sig >> (150 - exp);
+}
+
+/* ------------------------------------------------------------------ */
+/* gcc soft-float ABI                                                  */
+/* ------------------------------------------------------------------ */
+
+#ifdef SOFTFLOAT_ABI
+
+/* Reinterpret the bits (no conversion, no float arithmetic). */
+typedef union { float f; uint32_t u; } sf_bits;
+
+static inline uint32_t bits_of(float f) { sf_bits x; x.f = f; return x.u; }
+static inline float float_of(uint32_t u) { sf_bits x; x.u = u; return x.f; }
+
+float __addsf3(float a, float b) { return float_of(sf_add(bits_of(a), bits_of(b))); }
+float __subsf3(float a, float b) { return float_of(sf_sub(bits_of(a), bits_of(b))); }
+float __mulsf3(float a, float b) { return float_of(sf_mul(bits_of(a), bits_of(b))); }
+float __divsf3(float a, float b) { return float_of(sf_div(bits_of(a), bits_of(b))); }
+float __negsf2(float a) { return float_of(sf_neg(bits_of(a))); }
+
+/* Three-way compare: -1, 0, 1, or `unordered` when a NaN is involved. */
+static int compare(uint32_t a, uint32_t b, int unordered)
+{
+    if (is_nan(a) || is_nan(b)) return unordered;
+    if (sf_lt(a, b)) return -1;
+    if (sf_eq(a, b)) return 0;
+    return 1;
+}
+
+int __eqsf2(float a, float b) { return compare(bits_of(a), bits_of(b), 1) != 0; }
+int __nesf2(float a, float b) { return compare(bits_of(a), bits_of(b), 1) != 0; }
+int __ltsf2(float a, float b) { return compare(bits_of(a), bits_of(b), 2); }
+int __lesf2(float a, float b) { return compare(bits_of(a), bits_of(b), 2); }
+int __gtsf2(float a, float b) { return compare(bits_of(a), bits_of(b), -2); }
+int __gesf2(float a, float b) { return compare(bits_of(a), bits_of(b), -2); }
+int __unordsf2(float a, float b) { return sf_unordered(bits_of(a), bits_of(b)); }
+
+float __floatsisf(int i) { return float_of(sf_from_i32(i)); }
+float __floatunsisf(unsigned int u) { return float_of(sf_from_u32(u)); }
+int __fixsfsi(float a) { return sf_to_i32(bits_of(a)); }
+unsigned int __fixunssfsi(float a) { return sf_to_u32(bits_of(a)); }
+
+#endif /* SOFTFLOAT_ABI */
