@@ -640,7 +640,7 @@ def handle_preimage_read(state: State, mem: WordMemory, oracle: Oracle, buf: int
         return 0
     # rewrite the aligned words of the leaf that [buf, buf + count) covers
     start = buf & 0xFFFFFFFC
-    end = (buf + count + 3) & 0xFFFFFFFC  # buf + count <= the end of buf's leaf: no wrap-around
+    end = (buf + count + 3) & ~3  # buf + count <= the end of buf's leaf <= 2^32: not masked to 32 bits
     words = bytearray()
     for w_addr in range(start, end, 4):
         words += mem.read_u32(w_addr).to_bytes(4, "big")
