@@ -36,6 +36,7 @@ interface Vm {
     function store(address target, bytes32 slot, bytes32 value) external;
     function load(address target, bytes32 slot) external view returns (bytes32);
     function record() external;
+    function cool(address target) external; // marks the account and its storage slots cold
     function accesses(address target) external returns (bytes32[] memory reads, bytes32[] memory writes);
     // state snapshots
     function snapshotState() external returns (uint256 snapshotId);
@@ -196,6 +197,13 @@ abstract contract Test {
         }
         uint256 r = (min - x) % size;
         return r == 0 ? min : max - r + 1;
+    }
+
+    /// @dev Prints `label value` in forge's output (`-vv`), through the console address forge-std uses.
+    function log(string memory label, uint256 value) internal view {
+        address console = 0x000000000000000000636F6e736F6c652e6c6f67;
+        (bool ok,) = console.staticcall(abi.encodeWithSignature("log(string,uint256)", label, value));
+        ok; // the console address has no code: the call always succeeds and forge records the log
     }
 
     /// @dev A labelled address derived from a name (as forge-std's makeAddr).
