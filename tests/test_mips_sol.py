@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from eth_abi import encode
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mips_asm import OPCODE, asm, i_type, r_type
 from mips_build import program
@@ -658,6 +658,53 @@ def test_a_c_program_is_proven_on_chain(evm: Evm) -> None:
         evm, program("compute.c"), PreimageOracle(), steps=int(400 * SCALE), window_every=20011
     )
     assert state.status == Status.VALID
+
+
+def instruction_class(word: int) -> tuple[int, int]:
+    """The instruction's mnemonic as (opcode, function field): funct for SPECIAL/SPECIAL2, rt for REGIMM."""
+    op = word >> 26
+    if op in (0x00, 0x1C):
+        return op, word & 0x3F
+    if op == 0x01:
+        return op, (word >> 16) & 0x1F
+    return op, 0
+
+
+def test_every_instruction_class_of_a_real_model_run_is_proven_on_chain(evm: Evm) -> None:
+    """The MNIST MLP in the mlkit guest, stepped by the reference stepper from start to exit: the first step
+    of every instruction class it executes (and every preimage read and key selection among the first
+    ones) is proven on-chain with the model, input and claim in the oracle."""
+    pytest.importorskip("torch")
+    from mipsvm.preimage import put_blob
+    from mlkit import native
+    from mlkit.build import GUEST_ELF
+    from mlkit.io import encode_payload
+    from mlkit.models import export_reference
+
+    exp = export_reference("mnist-mlp")
+    payload = encode_payload([exp.example])
+    store = PreimageStore()
+    claim = keccak256(native.run(exp.model, payload))
+    local = {1: put_blob(store, exp.model), 2: put_blob(store, payload), 3: claim}
+    oracle = PreimageOracle(store, LocalData(local))
+    ctx = keccak256(b"mnist-mlp" + os.urandom(8))
+    prog = load_elf(GUEST_ELF)
+    state, mem = prog.state, prog.memory
+    proven: Counter[tuple[int, int]] = Counter()
+    while not state.exited:
+        cls = instruction_class(mem.read_u32(state.pc))
+        if proven[cls] < (4 if cls == (0, 0x0C) else 1):  # a few syscalls: selects and reads
+            proof = make_proof(state, mem, oracle)
+            if proof.part is not None:
+                key, offset = proof.pre_state[32:64], int.from_bytes(proof.pre_state[64:68], "big")
+                ensure_program_part(evm, oracle, ctx, key, offset)
+            post = evm.step(proof.pre_state, proof.proof, ctx)
+            assert post == proof.post_state_hash, f"{cls} at step {state.step}"
+            proven[cls] += 1
+        step(state, mem, oracle)
+    assert state.status == Status.VALID
+    print(f"{len(proven)} instruction classes proven: {sorted(proven)}")
+    assert len(proven) >= 30, f"only {len(proven)} instruction classes in the run: {sorted(proven)}"
 
 
 # --------------------------------------------------------------------------------------------------------
