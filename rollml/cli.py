@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mlkit.cli import app as model_app
-from rollml import __version__
+from rollml import __version__, chaincli
 
 app = typer.Typer(help="rollml: optimistic-rollup ML inference with fraud proofs.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+chaincli.attach(app, model_app)
 console = Console()
 
 
