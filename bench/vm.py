@@ -5,8 +5,10 @@
 
 Figures: guest instructions per second of the fast executor on an integer kernel (tests/mips_programs/
 fast_kernel.c, ~120M steps by default); an opML-style Unicorn loop with a Python callback per instruction
-on the same kernel (the anchor, measured here too); the reference stepper; the time to build a trace of a
-~15M-step run and to get the state hash at random steps from it; peak RSS.
+on the same kernel (the anchor, measured here too); the reference stepper; preimage reads (a guest that
+loads 16 KiB chunks through the oracle 32 bytes per read, as the mlkit guest loads a model: the native
+preimage syscalls of the fast executor); the time to build a trace of a ~15M-step run and to get the state
+hash at random steps from it; peak RSS.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from mips_build import program  # noqa: E402
+from mips_build import PROGRAMS, build_source, program  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 from unicorn import UC_ARCH_MIPS, UC_HOOK_CODE, UC_MODE_BIG_ENDIAN, UC_MODE_MIPS32, Uc, UcError  # noqa: E402
 from unicorn.mips_const import UC_MIPS_REG_SP  # noqa: E402
 
+from mipsvm.constants import CHUNK  # noqa: E402
 from mipsvm.elf import Program, load_elf  # noqa: E402
 from mipsvm.fast import FastVM  # noqa: E402
-from mipsvm.preimage import PreimageOracle  # noqa: E402
+from mipsvm.preimage import LocalData, PreimageOracle, PreimageStore  # noqa: E402
 from mipsvm.step import run as reference_run  # noqa: E402
 from mipsvm.trace import Trace  # noqa: E402
 
@@ -42,6 +45,27 @@ ANCHOR_OPML = (5e6, 6.5e6)  # opML: Unicorn with a per-instruction callback, ins
 TARGET_SPEED = 100e6  # instr/s
 TARGET_LATENCY = 0.5  # s per state hash at a random step of a 15M-step run
 STEPS_PER_ROUND = 595_700  # fast_kernel.c
+BEFORE_NATIVE_READ_S = 15e-6  # a preimage read when each one was a stop, a reference step and a restart
+MODEL_BYTES = 500e6  # "a 500 MB model": the load time the preimage figure extrapolates to
+
+# Loads local 1 (the key of one 16 KiB chunk) and then the chunk, 32 bytes per read into an aligned buffer,
+# ROUNDS times: the mlkit guest's access pattern (a select, then 513 reads, per chunk).
+PREIMAGE_READER = r"""
+#include "sys.h"
+static unsigned char key[32] __attribute__((aligned(32)));
+static unsigned char buf[16416] __attribute__((aligned(32)));
+void __start(void) {
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < 32; i++) key[i] = i == 0 || i == 31;
+        if (sys_write(6, key, 32) != 32 || sys_read(5, buf, 8) != 8) sys_exit_group(2);
+        if (sys_read(5, key, 32) != 32 || sys_write(6, key, 32) != 32) sys_exit_group(3);
+        unsigned long got = 0;
+        for (long r; (r = sys_read(5, buf + got, 32)) > 0;) got += (unsigned long)r;
+        if (got != 8 + 16384) sys_exit_group(4);
+    }
+    sys_exit_group(0);
+}
+"""
 
 
 def kernel(rounds: int) -> Program:
@@ -65,6 +89,31 @@ def bench_fast(rounds: int, progress: Progress) -> dict[str, Any]:
             "write_faults": vm.guest.ctx.faults,
         }
     return {"steps": final.step, "seconds": seconds, "instr_per_s": final.step / seconds, **stats}
+
+
+def bench_preimage(rounds: int) -> dict[str, Any]:
+    """Preimage reads on the fast executor: MiB/s, time per read, and the load time of a 500 MB model."""
+    flags = [f"-I{PROGRAMS}", f"-DROUNDS={rounds}"]
+    elf = build_source(
+        PREIMAGE_READER, suffix=".c", name="preimage_reader", extra_flags=flags, deps=[PROGRAMS / "sys.h"]
+    )
+    store = PreimageStore()
+    oracle = PreimageOracle(store, LocalData({1: store.put(random.Random(1).randbytes(CHUNK))}))
+    with FastVM(load_elf(elf), oracle) as vm:
+        final, seconds = timed(vm.run)
+        syscalls, ref_steps = vm.native_syscalls, vm.ref_steps
+    assert final.exit_code == 0, f"the preimage reader exited {final.exit_code}"
+    rate = rounds * CHUNK / seconds
+    return {
+        "steps": final.step,
+        "seconds": seconds,
+        "mib_per_s": rate / 2**20,
+        "native_syscalls": syscalls,
+        "reference_steps": ref_steps,
+        "us_per_syscall": seconds / syscalls * 1e6,
+        "model_500mb_load_s": MODEL_BYTES / rate,
+        "model_500mb_load_s_before": MODEL_BYTES / 32 * BEFORE_NATIVE_READ_S,
+    }
 
 
 def bench_callback(steps: int) -> dict[str, Any]:
@@ -139,6 +188,7 @@ def main() -> None:
     )
     ap.add_argument("--queries", type=int, default=20, help="random state-hash queries on the trace")
     ap.add_argument("--callback-steps", type=int, default=3_000_000, help="steps of the per-callback anchor")
+    ap.add_argument("--preimage-rounds", type=int, default=2000, help="16 KiB chunks the preimage test loads")
     args = ap.parse_args()
 
     console = Console(stderr=True)
@@ -151,6 +201,7 @@ def main() -> None:
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         fast = bench_fast(args.rounds, progress)
         trace = bench_trace(args.trace_rounds, args.queries, progress)
+    preimage = bench_preimage(args.preimage_rounds)
     callback = bench_callback(args.callback_steps)
     reference = bench_reference(200_000)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -159,6 +210,7 @@ def main() -> None:
         "trace": trace,
         "unicorn_python_callback": callback,
         "reference_stepper": reference,
+        "preimage_reads": preimage,
         "peak_rss_mib": peak_mib,
         "anchors": {
             "opml_callback_instr_per_s": ANCHOR_OPML,
@@ -183,6 +235,13 @@ def main() -> None:
         f"opML {ANCHOR_OPML[0] / 1e6:.0f}-{ANCHOR_OPML[1] / 1e6:.1f}M",
     )
     table.add_row("reference stepper, instr/s", f"{reference['instr_per_s'] / 1e3:,.0f}k", "")
+    table.add_row(
+        "preimage reads (native syscalls)",
+        f"{preimage['mib_per_s']:,.0f} MiB/s, {preimage['us_per_syscall']:.2f} us per syscall; "
+        f"a 500 MB model loads in {preimage['model_500mb_load_s']:.1f} s",
+        f"before: {BEFORE_NATIVE_READ_S * 1e6:.0f} us per read, "
+        f"{preimage['model_500mb_load_s_before'] / 60:.0f} min for 500 MB",
+    )
     table.add_row(
         f"trace of {trace['steps'] / 1e6:.1f}M steps",
         f"{trace['build_seconds']:.2f} s, {trace['snapshots']} snapshots, {trace['snapshot_mib']:.1f} MiB",

@@ -10,6 +10,7 @@ from pathlib import Path
 from mipsvm.constants import CHUNK, KEY_TYPE_KECCAK, KEY_TYPE_LOCAL, MAX_PREIMAGE
 from mipsvm.hashing import keccak256
 
+LOCAL_VALUE_SIZE = 32  # every local datum is 32 bytes (spec section 6)
 KEYS_PER_NODE = 512  # a level k+1 node holds up to 512 keys (16384 bytes)
 MAX_MANIFEST_KEYS = 511  # the top level has at most 511 nodes, so the manifest fits 16384 bytes
 
@@ -125,8 +126,13 @@ class LocalData:
             self.set(index, value)
 
     def set(self, index: int, value: bytes) -> bytes:
-        if len(value) > MAX_PREIMAGE:
-            raise ValueError(f"a preimage is at most {MAX_PREIMAGE} bytes, got {len(value)}")
+        """Set local datum `index` and return its key. A local value is exactly 32 bytes (spec section 6: a
+        blob id or an output hash), so anything else is refused here rather than met as a malformed datum
+        by the guest."""
+        if len(value) != LOCAL_VALUE_SIZE:
+            raise ValueError(
+                f"local {index}: a local value is exactly {LOCAL_VALUE_SIZE} bytes, got {len(value)}"
+            )
         key = local_key(index)
         self._data[key] = bytes(value)
         return key
@@ -155,11 +161,15 @@ class PreimageOracle:
             return self.store.get(key)
         raise PreimageMissing(key, "not a local (1) or keccak (2) key")
 
-    def stream_part(self, key: bytes, offset: int) -> tuple[bytes, int]:
+    def stream(self, key: bytes) -> bytes:
+        """The whole stream of `key`, u64be(len) ++ data (PreimageMissing if unknown)."""
         if key != self._last_key:  # reads walk one key's stream 32 bytes at a time
             self._last_stream = stream(self.get(key))
             self._last_key = key
-        s = self._last_stream
+        return self._last_stream
+
+    def stream_part(self, key: bytes, offset: int) -> tuple[bytes, int]:
+        s = self.stream(key)
         return s[offset : offset + 32].ljust(32, b"\0"), len(s)
 
 

@@ -8,7 +8,8 @@
 Every expected failure (a missing or malformed file, an input of the wrong shape or dtype, a model the
 runtime rejects) prints one line `error: ...` on stderr and exits non-zero; no traceback.
 
-The functions `run_native` and `run_vm` are also used by the tests and `bench/mlkit.py`.
+The functions `run_native`, `run_vm` and `guest_oracle` are also used by the tests, `bench/mlkit.py` and
+`rollml vm` (mipsvm/cli.py).
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from mipsvm.preimage import PreimageOracle
 
 app = typer.Typer(help="Export, import, inspect and run mlkit models.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -144,27 +148,35 @@ def run_native(model: bytes, payload: bytes) -> RunResult:
     return RunResult(out, time.perf_counter() - t0)
 
 
+def guest_oracle(model: bytes, payload: bytes, claim: bytes | None = None) -> PreimageOracle:
+    """The preimage oracle of a guest run (vm-spec sections 6 and 9): the model and input as blobs and the
+    local keys 1 (model id), 2 (input id) and 3 (claimed output hash). Without a claim, the native run
+    supplies it (the true claim). Shared by `run_vm` and `rollml vm ... --model --input`."""
+    from mipsvm.hashing import keccak256
+    from mipsvm.preimage import LocalData, PreimageOracle, PreimageStore, put_blob
+
+    if claim is None:
+        claim = keccak256(run_native(model, payload).output)
+    store = PreimageStore()
+    local = LocalData({1: put_blob(store, model), 2: put_blob(store, payload), 3: claim})
+    return PreimageOracle(store, local)
+
+
 def run_vm(
     model: bytes,
     payload: bytes,
     claim: bytes | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Run the mlkit guest in the VM (fast executor) with the model and input as blobs and the local keys
-    1 (model id), 2 (input id) and 3 (claimed output hash). Without a claim, the native run supplies it.
+    """Run the mlkit guest in the VM (fast executor) on `guest_oracle(model, payload, claim)`.
     `seconds` covers the VM run only (not loading the ELF or storing the blobs)."""
     from mipsvm.elf import load_elf
     from mipsvm.fast import FastVM
-    from mipsvm.hashing import keccak256
-    from mipsvm.preimage import LocalData, PreimageOracle, PreimageStore, put_blob
     from mlkit.build import GUEST_ELF
 
-    if claim is None:
-        claim = keccak256(run_native(model, payload).output)
-    store = PreimageStore()
-    local = LocalData({1: put_blob(store, model), 2: put_blob(store, payload), 3: claim})
+    oracle = guest_oracle(model, payload, claim)
     program = load_elf(GUEST_ELF)
-    with FastVM(program, PreimageOracle(store, local)) as vm:
+    with FastVM(program, oracle) as vm:
         t0 = time.perf_counter()
         final = vm.run(progress=progress)
         seconds = time.perf_counter() - t0

@@ -8,11 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mipsvm.cli import app as vm_app
 from mlkit.cli import app as model_app
 from rollml import __version__, chaincli
 
 app = typer.Typer(help="rollml: optimistic-rollup ML inference with fraud proofs.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(vm_app, name="vm")
 chaincli.attach(app, model_app)
 console = Console()
 

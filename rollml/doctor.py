@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,15 @@ def _python_package(dist: str, fix: str) -> Check:
         return Check(dist, False, f"not installed; fix: {fix}")
 
 
+def _host_c_compiler() -> Check:
+    """The host C compiler ($CC, else cc) that rollml.native builds the fast VM's hooks with."""
+    cc = os.environ.get("CC", "cc")
+    fix = "apt-get install gcc"
+    if cc != "cc":
+        fix = f"install {cc}, or unset CC to use cc ({fix})"
+    return _command(f"host C compiler ({cc})", [cc, "--version"], fix)
+
+
 def run_checks() -> list[Check]:
     py_ok = sys.version_info >= (3, 11)
     apt = "apt-get install gcc-mips-linux-gnu binutils-mips-linux-gnu qemu-user (or: " + BOOTSTRAP + ")"
@@ -51,6 +61,7 @@ def run_checks() -> list[Check]:
     pip = "pip install -e '.[dev]' (or: " + BOOTSTRAP + ")"
     checks = [
         Check("python", py_ok, sys.version.split()[0] if py_ok else "3.11+ required"),
+        _host_c_compiler(),
         _command("mips-linux-gnu-gcc", ["mips-linux-gnu-gcc", "--version"], apt),
         _command("qemu-mips", ["qemu-mips", "-version"], apt),
         _command("node", ["node", "--version"], "apt-get install nodejs npm"),

@@ -20,15 +20,33 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mips_asm import A0, A1, A2, RA, T0, T1, T2, T3, T9, V0, asm
-from mips_build import program
+from mips_build import PROGRAMS, build_source, program
 from mips_random import BASE, DATA, random_program
 
 from mipsvm.constants import HEAP_START, Fault, Status
 from mipsvm.elf import Program, load_elf
-from mipsvm.fast import F_BRANCH, F_JR, F_STOP, FastVM, spec_invalid, word_kind
+from mipsvm.fast import (
+    F_BRANCH,
+    F_JR,
+    F_STOP,
+    F_SYSCALL,
+    KIND_STOP,
+    KIND_SYSCALL,
+    FastVM,
+    spec_invalid,
+    word_kind,
+)
 from mipsvm.hashing import keccak256
 from mipsvm.memory import Memory
-from mipsvm.preimage import PreimageOracle, keccak_key, stream
+from mipsvm.preimage import (
+    LocalData,
+    PreimageMissing,
+    PreimageOracle,
+    PreimageStore,
+    keccak_key,
+    local_key,
+    stream,
+)
 from mipsvm.state import State
 from mipsvm.step import Access, Oracle, step
 from mipsvm.trace import Trace
@@ -136,10 +154,10 @@ def test_word_kinds_follow_the_spec() -> None:
     assert spec_invalid(0x7C000000 | (T1 << 16) | (T0 << 11) | (0x10 << 6) | 0x20)  # seb (MIPS32r2)
     assert spec_invalid((0x14 << 26) | (T0 << 21) | 4)  # beql
     assert spec_invalid((0x31 << 26) | (T0 << 21))  # lwc1
-    for name in ("syscall", "break"):
-        assert word_kind(asm(name)) == word_kind(asm("sc", T0, 0, T1))
-    assert word_kind(asm("jalr", T9, T9)) == word_kind(asm("syscall"))  # the link overwrites the target
-    assert word_kind(asm("bltzal", RA, 4)) == word_kind(asm("syscall"))
+    assert word_kind(asm("break")) == word_kind(asm("sc", T0, 0, T1)) == KIND_STOP
+    assert word_kind(asm("syscall")) == word_kind(asm("syscall") | (123 << 6)) == KIND_SYSCALL  # code ignored
+    assert word_kind(asm("jalr", T9, T9)) == KIND_STOP  # the link overwrites the target
+    assert word_kind(asm("bltzal", RA, 4)) == KIND_STOP
 
 
 def test_text_flags() -> None:
@@ -147,12 +165,12 @@ def test_text_flags() -> None:
     words += [asm("bne", 1, 2, 5), asm("syscall"), asm("j", DATA), 0, asm("b", -1), asm("b", 0)]
     with FastVM(words_program(words), TotalOracle()) as vm:
         flags = list(vm.text.flags[: len(words)])
-    assert flags[:4] == [F_BRANCH, 0, F_STOP, F_STOP]  # jr: its slot holds a syscall
-    assert flags[4] == F_STOP  # its slot is a syscall
+    assert flags[:4] == [F_BRANCH, 0, F_STOP, F_SYSCALL]  # jr: its slot holds a syscall
+    assert flags[4:6] == [F_STOP, F_SYSCALL]  # a branch whose slot is a syscall
     assert flags[6] == F_STOP  # a jump out of the text
     assert flags[8] == F_STOP  # a branch whose slot is a branch
     assert vm.text.flags[1023] == F_STOP  # the last text word: the next one is not text
-    assert F_JR & F_BRANCH == 0
+    assert len({F_STOP, F_BRANCH, F_SYSCALL, F_JR}) == 4 and F_JR & F_BRANCH == 0
 
 
 def test_native_build_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,6 +182,20 @@ def test_native_build_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert build_shared("t", [src], flags=["-O1", "-shared", "-fPIC"]) != a
     src.write_text("int f(void) { return 8; }\n")
     assert build_shared("t", [src]) != a
+
+
+def test_doctor_checks_the_host_c_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rollml doctor` checks the compiler `rollml.native` builds the hooks with, and names the fix."""
+    from rollml.doctor import _host_c_compiler
+
+    monkeypatch.delenv("CC", raising=False)
+    check = _host_c_compiler()
+    assert check.ok and check.name == "host C compiler (cc)" and check.detail
+    monkeypatch.setenv("CC", "rollml-no-such-cc")
+    check = _host_c_compiler()
+    assert not check.ok
+    fix = "install rollml-no-such-cc, or unset CC to use cc (apt-get install gcc)"
+    assert check.detail == f"not found; fix: {fix}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -369,6 +401,139 @@ def test_trace_states_and_proofs() -> None:
         p = trace.proof_at(n)
         assert verify_step(p.pre_state, p.proof, p.part, p.part_len) == trace.state_hash_at(n + 1)
     assert trace.stdout.startswith(b"primes 550")
+    trace.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Native preimage syscalls
+# --------------------------------------------------------------------------------------------------------
+# Reads local 1 (a key), then that key's stream with every buffer alignment and read size, re-selects it
+# halfway (the offset restarts), reads past the end, tries misaligned and short selects (EINVAL), reads
+# into its own code (a text page: the reference stepper's) and writes the data it read to fd 1.
+PREIMAGE_HEAVY = r"""
+#include "sys.h"
+
+static unsigned char key[32] __attribute__((aligned(32)));
+static unsigned char data[17000] __attribute__((aligned(32)));
+static const unsigned long sizes[] = {32, 1, 7, 100, 31, 33, 0, 64, 5, 3};
+
+__attribute__((noinline, used)) static void overwritten(void) { sys_exit_group(99); }
+
+static unsigned long read_length(unsigned char *tmp) {
+    unsigned long got = 0;
+    while (got < 8) {
+        long r = sys_read(5, tmp + got, 8 - got);
+        if (r <= 0) sys_exit_group(3);
+        got += (unsigned long)r;
+    }
+    unsigned long n = 0;
+    for (int i = 4; i < 8; i++) n = (n << 8) | tmp[i];
+    return n;
+}
+
+static void read_data(unsigned char *dst, unsigned long n) {
+    unsigned long got = 0;
+    for (unsigned long i = 0; got < n; i++) {
+        long r = sys_read(5, dst + got, sizes[i % 10]);
+        if (r < 0 || (r == 0 && sizes[i % 10] != 0)) sys_exit_group(9);
+        got += (unsigned long)r;
+    }
+}
+
+void __start(void) {
+    key[0] = 1;
+    key[31] = 1;
+    if (sys_write(6, key, 32) != 32) sys_exit_group(4);
+    if (read_length(data) < 32) sys_exit_group(5);
+    if (sys_read(5, key, 32) != 32) sys_exit_group(6);
+    if (sys_write(6, key, 32) != 32) sys_exit_group(7);
+    unsigned long n = read_length(data + 3);
+    if (n > sizeof data - 8) sys_exit_group(8);
+    read_data(data + 5, n / 2);
+    if (sys_write(6, key, 32) != 32) sys_exit_group(7);
+    if (read_length(data + 1) != n) sys_exit_group(8);
+    read_data(data + 5, n);
+    if (sys_read(5, data, 32) != 0) sys_exit_group(10);
+    if (sys_write(6, key + 1, 32) != -22 || sys_write(6, key, 31) != -22) sys_exit_group(11);
+    if (sys_read(5, data, 0) != 0) sys_exit_group(12);
+    key[0] = 1;
+    for (int i = 1; i < 32; i++) key[i] = i == 31;
+    if (sys_write(6, key, 32) != 32) sys_exit_group(13);
+    if (sys_read(5, (unsigned char *)overwritten + 4, 12) != 12) sys_exit_group(14);
+    sys_write(1, data + 5, n);
+    sys_exit_group(0);
+}
+"""
+
+
+def preimage_heavy() -> Program:
+    flags, deps = [f"-I{PROGRAMS}"], [PROGRAMS / "sys.h"]
+    elf = build_source(PREIMAGE_HEAVY, suffix=".c", name="preimage_heavy", extra_flags=flags, deps=deps)
+    return load_elf(elf)
+
+
+def blob_oracle(data: bytes) -> PreimageOracle:
+    store = PreimageStore()
+    return PreimageOracle(store, LocalData({1: store.put(data)}))
+
+
+@pytest.mark.parametrize("size", [16384, 1000, 0])
+def test_preimage_reads_match_the_reference(size: int) -> None:
+    """Native reads and selects (PreimageOracle: whole streams) give the reference stepper's state hash at
+    many steps, and they do run natively."""
+    data = random.Random(size).randbytes(size)
+    prog = preimage_heavy()
+    with FastVM(prog, blob_oracle(data)) as vm:
+        final = vm.run()
+        assert final.status == Status.VALID and bytes(vm.stdout) == data
+        assert vm.native_syscalls > size // 20 and vm.ref_steps < 20
+    rnd = random.Random(size + 1)
+    at_points(prog, blob_oracle(data), [rnd.randrange(final.step) for _ in range(60)] + [final.step + 1])
+    if size == 1000:
+        lockstep(prog, blob_oracle(data), final.step + 1)
+
+
+def test_preimage_reads_of_any_oracle_match_the_reference() -> None:
+    """An Oracle that only has `stream_part` (streams assembled from parts): the same as the reference."""
+    prog = preimage_heavy()
+    ref = lockstep(prog, TotalOracle(), 100_000)
+    assert ref.state.status == Status.VALID
+    with FastVM(prog, TotalOracle()) as vm:
+        assert vm.run().hash() == ref.state_hash() and vm.native_syscalls > 10
+
+
+def test_missing_preimage_raises_at_the_same_step() -> None:
+    """A read of a key the oracle does not hold raises PreimageMissing at that step, the state before it."""
+    prog = preimage_heavy()
+    store = PreimageStore()
+    oracle = PreimageOracle(store, LocalData({1: keccak_key(b"lost")}))
+    ref = Reference(prog, oracle)
+    with pytest.raises(PreimageMissing):
+        ref.run_to(10**6)
+    with FastVM(prog, oracle) as vm:
+        with pytest.raises(PreimageMissing):
+            vm.run()
+        assert vm.state_hash() == ref.state_hash() and vm.state().preimage_key == keccak_key(b"lost")
+        store.put(b"lost")  # found again: the run goes on, natively
+        done = vm.native_syscalls
+        assert vm.run().status == Status.VALID and bytes(vm.stdout) == b"lost"
+        assert vm.native_syscalls > done + 1
+
+
+def test_trace_with_native_preimage_syscalls() -> None:
+    """Snapshots in the middle of a read-heavy stretch restore the key and offset too."""
+    data = random.Random(5).randbytes(16384)
+    prog = preimage_heavy()
+    trace = Trace(prog, blob_oracle(data), interval=997)
+    ref = Reference(prog, blob_oracle(data))
+    points = sorted(random.Random(6).sample(range(trace.steps), 25))
+    for n in points:
+        ref.run_to(n)
+        assert trace.state_hash_at(n) == ref.state_hash()
+    for n in reversed(points[::5]):
+        p = trace.proof_at(n)
+        assert verify_step(p.pre_state, p.proof, p.part, p.part_len) == trace.state_hash_at(n + 1)
+    assert trace.state_at(points[-1])[0].preimage_key != local_key(1)
     trace.close()
 
 

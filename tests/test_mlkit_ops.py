@@ -722,5 +722,3 @@ def test_vm_blobs_and_locals() -> None:
     assert vm_run(model, b"", bytes(32))[0] == ExitCode.INPUT
     # a model id that is not a keccak key
     assert vm_run(model, b"", bytes(32), local_override={1: bytes([1]) + bytes(31)})[0] == ExitCode.MODEL
-    # a local value that is not 32 bytes
-    assert vm_run(model, b"", bytes(32), local_override={3: bytes(31)})[0] == ExitCode.ORACLE

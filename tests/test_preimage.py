@@ -81,6 +81,18 @@ def test_oracle_stream_parts() -> None:
             oracle.stream_part(missing, 0)
 
 
+def test_local_values_are_exactly_32_bytes() -> None:
+    local = LocalData({1: bytes(32)})
+    assert local.get(local_key(1)) == bytes(32)
+    for bad in (b"", b"local two", bytes(31), bytes(33), bytes(MAX_PREIMAGE)):
+        with pytest.raises(ValueError, match=f"local 2: a local value is exactly 32 bytes, got {len(bad)}"):
+            local.set(2, bad)
+        with pytest.raises(ValueError, match="exactly 32 bytes"):
+            LocalData({3: bad})
+    with pytest.raises(PreimageMissing):
+        local.get(local_key(2))  # nothing was set by the refused calls
+
+
 def manifest_keys(store: PreimageStore, blob_id: bytes) -> int:
     manifest = store.get(blob_id)
     assert (len(manifest) - 8) % 32 == 0

@@ -95,7 +95,7 @@ def test_many_steps_of_a_c_program() -> None:
 STREAM_DATA = bytes(range(256)) * 3
 STORE = PreimageStore()
 KECCAK = STORE.put(STREAM_DATA)
-ORACLE = PreimageOracle(STORE, LocalData({1: KECCAK, 2: b"local two"}))
+ORACLE = PreimageOracle(STORE, LocalData({1: KECCAK, 2: b"local two".ljust(32, b"\0")}))
 KEYS = [KECCAK, local_key(1), local_key(2)]
 
 values = st.one_of(

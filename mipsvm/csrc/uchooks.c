@@ -8,6 +8,15 @@
  * branch delay slot (it runs the slot anyway), so the hook never asks there: it stops before the branch
  * instead when the slot would be the target, and the pre-scan marks a branch STOP unless its slot is plain.
  *
+ * Interrupt hook: performs the preimage syscalls natively (read(5, ...) and write(6, ...), spec section 6),
+ * with exactly the effect of mipsvm/step.py's handle_preimage_read / handle_preimage_select. The code hook
+ * lets such a syscall through only when it can be done here (for a read: Python handed over the selected
+ * key's stream and the buffer is not in a text page); unicorn raises EXCP_SYSCALL for it, the hook applies
+ * the effect and unicorn continues at pc + 4. Every other syscall is a STOP word for the reference stepper.
+ * A successful key select stops the run right after it, so Python can hand over the new key's stream. Any
+ * other exception (a taken trap, an overflow, an address error) is a guest fault: the hook stops the run
+ * and flags it, and Python resumes before the faulting instruction as for any other fault.
+ *
  * TLB-fill hook: identity mapping with whole-page permissions, and the delay-slot workaround (below).
  *
  * Dirty pages (the 4 KiB guest pages written since the last collect, for the Merkle memory): the host pages
@@ -32,13 +41,28 @@
 #define MAX_CTX 64
 
 /* Word flags of the pre-scan. F_JR: jr/jalr (unicorn would fault on fetching an unaligned or non-text
- * target and leave no trace of where it came from). */
-enum { F_STOP = 1, F_BRANCH = 2, F_JR = 8 };
-enum { STOP_NONE = 0, STOP_TARGET = 1, STOP_WORD = 2, STOP_OUTSIDE = 3, STOP_SLOT_FILL = 4 };
-enum { MEM_FETCH = 18 }; /* UC_MEM_FETCH */
+ * target and leave no trace of where it came from). F_SYSCALL: a syscall, run here if it is a preimage
+ * syscall this file can perform, else a stop. */
+enum { F_STOP = 1, F_BRANCH = 2, F_SYSCALL = 4, F_JR = 8 };
+enum {
+    STOP_NONE = 0,
+    STOP_TARGET = 1,
+    STOP_WORD = 2,
+    STOP_OUTSIDE = 3,
+    STOP_SLOT_FILL = 4,
+    STOP_FAULT = 5,   /* a guest fault raised an exception (see `faulted`) */
+    STOP_SELECTED = 6 /* after a native key select: Python hands over the new key's stream */
+};
+enum { MEM_FETCH = 18 };   /* UC_MEM_FETCH */
+enum { EXCP_SYSCALL = 17 }; /* qemu's MIPS exception number of `syscall` */
+/* Spec section 6: syscall numbers, file descriptors, errno, registers. */
+enum { SYS_READ = 4003, SYS_WRITE = 4004, FD_PREIMAGE_READ = 5, FD_PREIMAGE_KEY = 6, EINVAL = 22 };
+enum { R_V0 = 2, R_A0 = 4, R_A1 = 5, R_A2 = 6, R_A3 = 7 };
+enum { LEAF = 32 };
 
 typedef int (*emu_stop_fn)(void *uc);
 typedef int (*reg_read_fn)(void *uc, int regid, void *value);
+typedef int (*reg_write_fn)(void *uc, int regid, const void *value);
 
 typedef struct {
     /* counting: read by Python after a run */
@@ -65,6 +89,15 @@ typedef struct {
     uint32_t dirty_n;
     uint64_t faults;     /* write faults taken (statistics) */
     uint64_t slot_fills; /* data TLB fills in a delay slot (statistics) */
+    /* native preimage syscalls; Python copies the key and offset in before a run and out after it */
+    reg_write_fn reg_write;
+    const uint8_t *stream;    /* the selected key's stream, u64be(len) ++ data; NULL: Python has none */
+    uint64_t stream_len;      /* its length in bytes */
+    uint32_t preimage_offset; /* the state's preimageOffset */
+    uint32_t pending;         /* the syscall the code hook let through is one to perform natively */
+    uint32_t faulted;         /* an exception other than a native syscall ended the run */
+    uint8_t preimage_key[32]; /* the state's preimageKey */
+    uint64_t native_syscalls; /* preimage syscalls performed here (statistics) */
 } uch_ctx;
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -95,6 +128,16 @@ static void request_stop(uch_ctx *c, void *uc, uint32_t pc, uint32_t reason) {
     c->emu_stop(uc);
 }
 
+/* Whether the syscall about to run is a preimage select, or a preimage read of a key whose stream Python
+ * handed over into a buffer outside the text (a write to text needs a re-scan: the reference stepper's). */
+static int native_syscall(uch_ctx *c, void *uc) {
+    uint32_t num = read_gpr(c, uc, R_V0), fd = read_gpr(c, uc, R_A0);
+    if (num == SYS_WRITE && fd == FD_PREIMAGE_KEY) return 1;
+    if (num == SYS_READ && fd == FD_PREIMAGE_READ)
+        return c->stream != NULL && !c->xmap[read_gpr(c, uc, R_A1) >> PAGE_BITS];
+    return 0;
+}
+
 void uch_code_hook(void *uc, uint64_t address, uint32_t size, void *user) {
     uch_ctx *c = user;
     uint32_t pc = (uint32_t)address;
@@ -114,10 +157,12 @@ void uch_code_hook(void *uc, uint64_t address, uint32_t size, void *user) {
             request_stop(c, uc, pc, STOP_TARGET);
             return;
         }
-        if ((f & F_STOP) || ((f & F_JR) && jumps_out(c, uc, pc))) {
+        if ((f & F_STOP) || ((f & F_JR) && jumps_out(c, uc, pc)) ||
+            ((f & F_SYSCALL) && !native_syscall(c, uc))) {
             request_stop(c, uc, pc, STOP_WORD);
             return;
         }
+        c->pending = (f & F_SYSCALL) != 0;
         c->prev_flags = f;
     } else {
         c->prev_flags = 0; /* the pre-scan never lets a branch sit in a delay slot */
@@ -137,6 +182,69 @@ void uch_begin(uch_ctx *c, uint64_t target) {
     c->last_in_slot = 0;
     c->prev_flags = 0;
     c->overrun = 0;
+    c->pending = 0;
+    c->faulted = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* interrupt hook: the preimage syscalls (spec section 6), exactly as mipsvm/step.py does them            */
+/* ---------------------------------------------------------------------------------------------------- */
+static void write_gpr(uch_ctx *c, void *uc, uint32_t r, uint32_t value) {
+    c->reg_write(uc, c->reg0 + (int)r, &value);
+}
+
+/* read(5, buf, n): copy min(n, the rest of buf's leaf, the rest of the stream) bytes; returns the count.
+ * buf + count stays inside buf's leaf, so inside the 4 GiB mapping (no wrap-around). */
+static uint32_t preimage_read(uch_ctx *c, uint32_t buf, uint32_t n) {
+    uint64_t offset = c->preimage_offset;
+    uint64_t available = c->stream_len > offset ? c->stream_len - offset : 0;
+    uint32_t count = LEAF - (buf & (LEAF - 1));
+    if (n < count) count = n;
+    if (available < count) count = (uint32_t)available;
+    if (count) {
+        memcpy(c->host + buf, c->stream + offset, count);
+        c->preimage_offset += count; /* wraps modulo 2^32 as the spec's offset does */
+    }
+    return count;
+}
+
+/* write(6, buf, 32) with a 32-aligned buf: select the key in buf's leaf and rewind; else EINVAL. Returns
+ * whether it selected (the stream of the new key is Python's to hand over). */
+static int preimage_select(uch_ctx *c, uint32_t buf, uint32_t n) {
+    if ((buf & (LEAF - 1)) || n != LEAF) return 0;
+    memcpy(c->preimage_key, c->host + buf, LEAF);
+    c->preimage_offset = 0;
+    c->stream = NULL;
+    c->stream_len = 0;
+    return 1;
+}
+
+void uch_intr_hook(void *uc, uint32_t intno, void *user) {
+    uch_ctx *c = user;
+    if (intno != EXCP_SYSCALL || !c->pending) { /* a guest fault: precise, Python resumes before it */
+        c->faulted = 1;
+        if (c->stop_reason == STOP_NONE) {
+            c->stop_reason = STOP_FAULT;
+            c->stop_pc = c->last_pc;
+        }
+        c->emu_stop(uc);
+        return;
+    }
+    c->pending = 0;
+    c->native_syscalls++;
+    uint32_t buf = read_gpr(c, uc, R_A1), n = read_gpr(c, uc, R_A2);
+    uint32_t v0 = 0, a3 = 0;
+    if (read_gpr(c, uc, R_V0) == SYS_READ) {
+        v0 = preimage_read(c, buf, n);
+    } else if (preimage_select(c, buf, n)) {
+        v0 = LEAF;
+        request_stop(c, uc, c->last_pc + 4, STOP_SELECTED); /* unicorn goes on at pc + 4 and stops there */
+    } else {
+        v0 = EINVAL;
+        a3 = 1;
+    }
+    write_gpr(c, uc, R_V0, v0);
+    write_gpr(c, uc, R_A3, a3);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -285,12 +393,13 @@ void uch_free(uch_ctx *c) {
 }
 
 void uch_set_text(uch_ctx *c, uint32_t text_lo, uint32_t text_words, uint8_t *flags, uint8_t *xmap,
-                  emu_stop_fn stop, reg_read_fn reg_read, int reg0) {
+                  emu_stop_fn stop, reg_read_fn reg_read, reg_write_fn reg_write, int reg0) {
     c->text_lo = text_lo;
     c->text_words = text_words;
     c->flags = flags;
     c->xmap = xmap;
     c->emu_stop = stop;
     c->reg_read = reg_read;
+    c->reg_write = reg_write;
     c->reg0 = reg0;
 }
