@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rollml needs on a Debian machine, skipping whatever is already there.
-#   scripts/bootstrap.sh         runtime: the Python package and the Foundry tools (anvil for `rollml devnet`)
-#   scripts/bootstrap.sh --dev   also the MIPS cross compiler, qemu-mips, torch/ONNX and the test tools
+#   scripts/bootstrap.sh         runtime: the Python package with torch (the demo builds its reference models
+#                                from fixed seeds) and the Foundry tools (anvil for `rollml devnet`)
+#   scripts/bootstrap.sh --dev   also the MIPS cross compiler, qemu-mips and the test tools
 # Python packages go into the active interpreter (`python3`): the system one, or a venv you activated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,17 +14,19 @@ say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { say "Python 3.11+ is required"; exit 1; }
 
-# Debian packages (the test toolchain only: the demo runs the committed MIPS program).
+# Debian packages: the host C compiler builds the VM's hooks and mlkit's native library at first use; the
+# MIPS cross compiler and qemu-mips are for the tests only (the demo runs the committed MIPS program).
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
 if [ "$dev" = 1 ]; then
-  missing=()
   command -v mips-linux-gnu-gcc >/dev/null || missing+=(gcc-mips-linux-gnu binutils-mips-linux-gnu)
   command -v qemu-mips >/dev/null || missing+=(qemu-user)
-  if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    say "apt-get install ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "apt-get install ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Node tools from the npm registry, pinned by contracts/package-lock.json: forge, anvil, cast, solc-js, OpenZeppelin.
@@ -36,7 +39,7 @@ if [ "$(cat "$stamps/npm" 2>/dev/null)" != "$lock_sum" ] || [ ! -x contracts/nod
 fi
 
 # Python packages. torch is pinned to 2.13.0 in pyproject.toml (an unpinned torch pulls a multi-GB CUDA build).
-extra=""; [ "$dev" = 1 ] && extra="[dev]"
+extra="[models]"; [ "$dev" = 1 ] && extra="[dev]"
 py_sum=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"$extra"$(python3 -c 'import sys; print(sys.prefix)')
 if [ "$(cat "$stamps/pip" 2>/dev/null)" != "$py_sum" ] || ! python3 -c 'import rollml' 2>/dev/null; then
   say "pip install -e .$extra"
