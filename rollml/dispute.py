@@ -193,3 +193,29 @@ def _leaf_move(game: GameView, role: Role, our_hash: HashFn, late: bool, eager_s
     if not can_step:
         return Wait("our trace does not have the agreed pre-state: we cannot step")
     return Wait("the step would not win: our trace agrees with the proposer's hash here")
+
+
+def watch_move(game: GameView, proposer_is_right: bool, our_hash: HashFn, now: int) -> Move:
+    """A third party's move in a game between others, helping the side that tells the truth.
+
+    A non-party can neither dissect nor pick; it can only `claimTimeout` and `step` (anyone may). So it
+    helps only where a party failed to act: once the deadline passed it claims the timeout if the party due
+    is the lying one, and it executes the leaf step for a truthful challenger that did not step (a timeout
+    claim would make that challenger lose). A truthful party that misses a dissection or pick cannot be
+    helped. `proposer_is_right` is our verdict on the claim (verified off-chain).
+    """
+    if game.status != GameStatus.ACTIVE:
+        return Wait(f"game over: {game.status.name}")
+    due = Role.PROPOSER if game.turn == Turn.DISSECT else Role.CHALLENGER
+    if now <= game.deadline:
+        return Wait(f"the {due.value} is due until {game.deadline}")
+    liar = Role.CHALLENGER if proposer_is_right else Role.PROPOSER
+    if due == liar:
+        return ClaimTimeout()
+    if game.turn == Turn.STEP:  # the truthful challenger did not step: the step still makes it win
+        if game.hi - game.lo != 1:
+            raise ValueError(f"a step needs a one-step interval, got [{game.lo}, {game.hi}]")
+        if our_hash(game.lo) == game.agreed_hash and our_hash(game.hi) != game.disputed_hash:
+            return Step(pre_step=game.lo)
+        return Wait("our trace does not confirm the truthful challenger's leaf: not stepping")
+    return Wait(f"the truthful {due.value} is late: only it can move, a timeout claim would hurt it")

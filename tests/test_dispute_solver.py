@@ -25,6 +25,7 @@ from rollml.dispute import (
     first_disagreement,
     next_move,
     rounds_needed,
+    watch_move,
 )
 
 TIMEOUT = 3600
@@ -309,3 +310,68 @@ def test_offline_opponent_loses_by_timeout() -> None:
 def test_hash_fn_type_is_callable() -> None:
     fn: HashFn = HONEST.hash
     assert fn(0) == HONEST_START
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A third party watching a game between others (watch_move)
+# ---------------------------------------------------------------------------------------------------------
+def test_watcher_waits_while_the_party_due_has_time() -> None:
+    for right in (True, False):
+        assert isinstance(watch_move(_view(), right, HONEST.hash, now=5000), Wait)
+        over = _view(status=GameStatus.PROPOSER_WON)
+        assert isinstance(watch_move(over, right, HONEST.hash, now=9999), Wait)
+
+
+def test_watcher_claims_the_timeout_only_against_the_liar() -> None:
+    late = 5001
+    dissect, pick = _view(), _view(turn=Turn.PICK, posted=(b"\x00" * 32,) * 15)
+    # a wrong claim: the proposer lies, so its missed dissection is claimed; a late challenger is left alone
+    assert isinstance(watch_move(dissect, False, HONEST.hash, now=late), ClaimTimeout)
+    assert isinstance(watch_move(pick, False, HONEST.hash, now=late), Wait)
+    # a right claim: the challenger lies
+    assert isinstance(watch_move(pick, True, HONEST.hash, now=late), ClaimTimeout)
+    assert isinstance(watch_move(dissect, True, HONEST.hash, now=late), Wait)
+
+
+def test_watcher_steps_for_a_late_truthful_challenger() -> None:
+    late = 5001
+    wrong = _view(lo=41, hi=42, agreed_hash=HONEST.hash(41), disputed_hash=b"\x02" * 32, turn=Turn.STEP)
+    assert watch_move(wrong, False, HONEST.hash, now=late) == Step(pre_step=41)
+    assert isinstance(watch_move(wrong, False, HONEST.hash, now=5000), Wait)  # its own time first
+    # our trace says the proposer's hash is right after all: no step against our own trace
+    right = _view(lo=41, hi=42, agreed_hash=HONEST.hash(41), disputed_hash=HONEST.hash(42), turn=Turn.STEP)
+    assert isinstance(watch_move(right, False, HONEST.hash, now=late), Wait)
+    # a right claim at the leaf: the lying challenger's timeout is cheaper than the step
+    assert isinstance(watch_move(right, True, HONEST.hash, now=late), ClaimTimeout)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_watcher_finishes_for_a_passive_honest_party(seed: int) -> None:
+    """The honest party bisects but never steps nor claims a timeout (it went offline at the end); the
+    liar plays its own solver. The watcher's timeouts and leaf step make the truthful side win every time."""
+    rng = random.Random(seed)
+    steps = rng.choice([1, 17, 1000, 15_000_000])
+    exit_step = rng.randrange(1, steps + 1)
+    honest, tampered = Trace(exit_step), Trace(exit_step, tamper_at=rng.randrange(1, steps + 1))
+    proposer_is_right = rng.random() < 0.5
+    roles = {Role.PROPOSER: honest, Role.CHALLENGER: tampered}
+    if not proposer_is_right:
+        roles = {Role.PROPOSER: tampered, Role.CHALLENGER: honest}
+    game = _game(16, steps, exit_step, proposer=roles[Role.PROPOSER])
+    for _ in range(300):
+        if game.status != GameStatus.ACTIVE:
+            break
+        acted = False
+        for role, trace in roles.items():
+            move = next_move(game.view(), role, trace.hash, game.now)
+            passive = trace is honest and isinstance(move, Step | ClaimTimeout)
+            if game.status == GameStatus.ACTIVE and not isinstance(move, Wait) and not passive:
+                game.apply(role, move, trace)
+                acted = True
+        watch = watch_move(game.view(), proposer_is_right, honest.hash, game.now)
+        if game.status == GameStatus.ACTIVE and not isinstance(watch, Wait):
+            game.apply(Role.CHALLENGER, watch, honest)  # step and claimTimeout: anyone
+            acted = True
+        game.now += 12 if acted else TIMEOUT + 1
+    won = GameStatus.PROPOSER_WON if proposer_is_right else GameStatus.CHALLENGER_WON
+    assert game.status == won, game.moves
