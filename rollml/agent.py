@@ -628,16 +628,23 @@ def play_until(
     max_ticks: int = 300,
     idle_advance: int | None = None,
     on_tick: Callable[[int], None] | None = None,
+    on_stats: Callable[[Agent, TickStats], None] | None = None,
 ) -> int:
     """Tick every agent in turn until `done()`; returns the rounds used (AssertionError after `max_ticks`).
 
     With `idle_advance`, a round in which no agent sent a transaction nor has work in its pool moves the
     chain's clock forward by that many seconds (time passes while everybody waits: challenge windows, move
     deadlines); no sleeping. With worker processes, a round may be idle while runs are in progress: the
-    loop then spins on ticks (pass a larger `max_ticks`).
+    loop then spins on ticks (pass a larger `max_ticks`). `on_tick(round)` runs after each round,
+    `on_stats(agent, stats)` after each agent's tick (what it sent and how long it took).
     """
     for n in range(1, max_ticks + 1):
-        sent = sum(agent.tick().txs for agent in agents)
+        sent = 0
+        for agent in agents:
+            stats = agent.tick()
+            sent += stats.txs
+            if on_stats is not None:
+                on_stats(agent, stats)
         if on_tick is not None:
             on_tick(n)
         if done():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -10,12 +13,13 @@ from rich.table import Table
 
 from mipsvm.cli import app as vm_app
 from mlkit.cli import app as model_app
-from rollml import __version__, chaincli
+from rollml import __version__, agentcli, chaincli
 
 app = typer.Typer(help="rollml: optimistic-rollup ML inference with fraud proofs.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(vm_app, name="vm")
 chaincli.attach(app, model_app)
+agentcli.attach(app)
 console = Console()
 
 
@@ -44,10 +48,33 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Run the main job as far as it is built, each stage labelled."""
-    from rollml.demo import run
+def demo(
+    rpc: Annotated[
+        str | None, typer.Option("--rpc", help="JSON-RPC endpoint (default: an in-process py-evm chain).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the GAN NFT image is written.")] = Path(
+        "out/demo"
+    ),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Play only this scenario (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Deploy everything and play three scenarios: honest, dishonest prover, dishonest challenger."""
+    from rollml.chain import ChainError
+    from rollml.demo import SCENARIOS, run
 
-    result = run(Console(quiet=as_json))
+    only = only or []
+    unknown = [o for o in only if o not in {name for name, _, _ in SCENARIOS}]
+    if unknown:
+        names = ", ".join(name for name, _, _ in SCENARIOS)
+        print(f"error: unknown scenario {unknown[0]!r}; expected one of {names}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        result = run(Console(quiet=as_json, stderr=True), rpc, out, tuple(only))
+    except ChainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(result))
+    raise typer.Exit(0 if result["honest_won_all"] else 1)
