@@ -35,10 +35,11 @@ from mipsvm.elf import Program, load_elf
 from mipsvm.fast import FastVM
 from mipsvm.hashing import keccak256
 from mipsvm.memory import Memory
-from mipsvm.preimage import LocalData, PreimageOracle, PreimageStore, put_blob
+from mipsvm.preimage import PreimageOracle, PreimageStore, put_blob
 from mipsvm.state import State
 from mipsvm.trace import Trace
 from mipsvm.witness import StepProof
+from mlkit.cli import guest_oracle
 
 MIN_SNAPSHOT_INTERVAL = 1 << 16  # steps between trace snapshots, at least
 MAX_SNAPSHOT_INTERVAL = 1 << 22  # and at most (mipsvm.trace's default)
@@ -65,15 +66,6 @@ def blob_ids(model: bytes, payload: bytes) -> tuple[bytes, bytes]:
     """(model id, input id): the blob ids local 1 and 2 hold, as the registry and the market compute them."""
     store = PreimageStore()
     return put_blob(store, model), put_blob(store, payload)
-
-
-def guest_oracle(model: bytes, payload: bytes, claimed_output_hash: bytes) -> PreimageOracle:
-    """The oracle of one run: the model and input blobs, and the local data 1, 2, 3 of the claim."""
-    if len(claimed_output_hash) != 32:
-        raise ValueError(f"an output hash is 32 bytes, got {len(claimed_output_hash)}")
-    store = PreimageStore()
-    local = LocalData({1: put_blob(store, model), 2: put_blob(store, payload), 3: claimed_output_hash})
-    return PreimageOracle(store, local)
 
 
 def native_output(model: bytes, payload: bytes) -> bytes | None:
