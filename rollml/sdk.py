@@ -28,6 +28,7 @@ from web3.types import TxReceipt
 from mipsvm.hashing import keccak256
 from rollml.chain import Chain, ChainError
 from rollml.deploy import Contracts, Deployment
+from rollml.dispute import GameStatus
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 DEFAULT_POLL = 2.0  # seconds between status polls in `wait`
@@ -40,16 +41,6 @@ class RequestStatus(IntEnum):
     OPEN = 1
     PROPOSED = 2
     FINALIZED = 3
-    CANCELLED = 4
-
-
-class GameStatus(IntEnum):
-    """`IDisputeGame.Status`."""
-
-    NONE = 0
-    ACTIVE = 1
-    PROPOSER_WON = 2
-    CHALLENGER_WON = 3
     CANCELLED = 4
 
 
