@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -131,11 +132,13 @@ def build_mips(out_path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def build_native() -> Path:
-    """Build (or reuse from the cache) the host shared library; returns its path."""
+def build_native(defines: Sequence[str] = ()) -> Path:
+    """Build (or reuse from the cache) the host shared library; returns its path. `defines` are extra
+    preprocessor macros, e.g. "MLK_SOFT_DOT": the integer dot-product kernel of the MIPS build instead of
+    the FPU loop (the tests compare the two)."""
     from rollml.native import build_shared
 
-    flags = list(NATIVE_CFLAGS)
+    flags = [*NATIVE_CFLAGS, *(f"-D{d}" for d in defines)]
     if sys.platform != "darwin" and os.uname().machine in ("i386", "i686"):
         flags += ["-msse2", "-mfpmath=sse"]  # no x87 excess precision
     return build_shared(

@@ -7,7 +7,10 @@
  *                Python test can push millions of operands through in
  *                milliseconds;
  *   sf_digest()  runs a fixed pseudo-random mix of every operation and
- *                hashes the result bits.
+ *                hashes the result bits;
+ *   sf_dot_ref() is sf_dot() written the plain way (sf_add of sf_mul, term
+ *                by term), the reference the fused kernel must equal;
+ *   sf_dot_fuzz() compares the two on many random dot products.
  *
  * MIPS build (-DHARNESS_MIPS_MAIN, freestanding, -msoft-float): _start()
  * computes the same digest, but the basic operations are written with the
@@ -133,9 +136,19 @@ uint32_t sf_digest(uint32_t seed, uint32_t n)
         if (in_u32_range(a)) h = mix(h, op_to_u32(a));
         h = mix(h, sf_sqrt(a));
         h = mix(h, sf_fma(a, b, c));
+        h = mix(h, sf_mac(c, a, b));
         h = mix(h, sf_ldexp(a, (int32_t)(c & 511) - 256));
         h = mix(h, (uint32_t)sf_to_i32(a));
         h = mix(h, sf_to_u32(a));
+        if ((i & 15) == 0) {                                  /* dot products */
+            uint32_t x[12], w[12], k;
+            sf_loop loop[3] = {{2, 6, 5}, {2, 3, -3}, {3, 1, 1}};
+            for (k = 0; k < 12; k++) {
+                x[k] = rand_float(&s);
+                w[k] = rand_float(&s);
+            }
+            h = mix(h, sf_dot(c, x, w + 3, loop));
+        }
         if ((i & 7) == 0) {                                   /* math: slower */
             h = mix(h, sf_exp(a));
             h = mix(h, sf_log(a));
@@ -158,7 +171,7 @@ enum {
     OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_SQRT = 4, OP_FMA = 5,
     OP_EQ = 6, OP_LT = 7, OP_LE = 8, OP_UNORD = 9,
     OP_FROM_I32 = 10, OP_FROM_U32 = 11, OP_TO_I32 = 12, OP_TO_U32 = 13,
-    OP_NEG = 14, OP_ABS = 15, OP_LDEXP = 16,
+    OP_NEG = 14, OP_ABS = 15, OP_LDEXP = 16, OP_MAC = 17,
     OP_EXP = 20, OP_LOG = 21, OP_TANH = 22, OP_SIGMOID = 23, OP_GELU = 24,
     OP_RSQRT = 25
 };
@@ -188,6 +201,7 @@ int sf_batch(int op, const uint32_t *a, const uint32_t *b, const uint32_t *c,
     case OP_NEG: LOOP(sf_neg(a[i]));
     case OP_ABS: LOOP(sf_abs(a[i]));
     case OP_LDEXP: LOOP(sf_ldexp(a[i], (int32_t)b[i]));
+    case OP_MAC: LOOP(sf_mac(c[i], a[i], b[i]));           /* c + a*b */
     case OP_EXP: LOOP(sf_exp(a[i]));
     case OP_LOG: LOOP(sf_log(a[i]));
     case OP_TANH: LOOP(sf_tanh(a[i]));
@@ -197,6 +211,101 @@ int sf_batch(int op, const uint32_t *a, const uint32_t *b, const uint32_t *c,
 #undef LOOP
     default: return -1;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Dot products: sf_dot against the plain loop                         */
+/* ------------------------------------------------------------------ */
+
+/* sf_dot the plain way: acc = sf_add(acc, sf_mul(x, w)) term by term, at
+ * the indices the loops give. */
+uint32_t sf_dot_ref(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3])
+{
+    uint32_t i, j, k;
+    for (i = 0; i < loop[0].n; i++)
+        for (j = 0; j < loop[1].n; j++)
+            for (k = 0; k < loop[2].n; k++) {
+                int32_t ox = (int32_t)i * loop[0].dx + (int32_t)j * loop[1].dx + (int32_t)k * loop[2].dx;
+                int32_t ow = (int32_t)i * loop[0].dw + (int32_t)j * loop[1].dw + (int32_t)k * loop[2].dw;
+                acc = sf_add(acc, sf_mul(x[ox], w[ow]));
+            }
+    return acc;
+}
+
+/* A value for a dot product of the given kind:
+ *   0: like a network's (|v| in [2^-9, 2^6], a tenth of them zeros),
+ *   1: the same with an interesting float now and then,
+ *   2: any interesting float (specials, subnormals, extremes),
+ *   3: 13-bit significands near 1 (products of 25 or 26 bits: half of
+ *      them ties; exact sums, cancellation),
+ *   4: magnitudes far apart (2^-80 .. 2^80: sums that ignore small terms,
+ *      products outside the inline path),
+ *   5: near 2^62 (products near 2^125: sums that overflow),
+ *   6: near 2^-64 (products near 2^-128: subnormal products, and sums
+ *      that cancel to subnormals). */
+#define DOT_KINDS 7
+static uint32_t dot_value(uint32_t *s, uint32_t kind)
+{
+    uint32_t r = xorshift32(s), v = xorshift32(s), sign = r & SF_SIGN_BIT;
+    switch (kind) {
+    case 0:
+    case 1:
+        if (kind == 1 && (r & 15) == 0) return rand_float(s);
+        if ((r & 127) < 13) return sign;                      /* +-0 */
+        return sign | ((118u + (v >> 28)) << 23) | (v & 0x007FFFFFu);
+    case 2:
+        return rand_float(s);
+    case 3:
+        return sign | ((125u + (v >> 30)) << 23) | (v & 0x007FF800u);
+    case 4:
+        return sign | ((47u + v % 161u) << 23) | ((v >> 3) & 0x007FFFFFu);
+    case 5:
+        return sign | ((186u + (v >> 30)) << 23) | (v & 0x007FFFFFu);
+    default:
+        return sign | ((61u + (v >> 29)) << 23) | (v & 0x007FFFFFu);
+    }
+}
+
+/*
+ * n random dot products (random shapes up to 5 x 5 x 9, strides -9..9 in
+ * every loop, values and start accumulator of a random kind), each one
+ * compared with sf_dot_ref.  Returns the number that differ; the first
+ * one's index goes to *first (or n if none).
+ */
+#define FUZZ_REACH 144              /* 4*9 + 4*9 + 8*9: the farthest term */
+uint32_t sf_dot_fuzz(uint32_t seed, uint32_t n, uint32_t *first)
+{
+    uint32_t xbuf[2 * FUZZ_REACH + 1], wbuf[2 * FUZZ_REACH + 1];
+    uint32_t s = seed ? seed : 1, bad = 0, it, i, kind;
+    *first = n;
+    for (it = 0; it < n; it++) {
+        sf_loop loop[3];
+        uint32_t acc;
+        kind = xorshift32(&s) % DOT_KINDS;
+        for (i = 0; i < 2 * FUZZ_REACH + 1; i++) {
+            xbuf[i] = dot_value(&s, kind);
+            wbuf[i] = dot_value(&s, kind == 1 ? 0 : kind);
+        }
+        loop[0].n = xorshift32(&s) % 6;
+        loop[1].n = xorshift32(&s) % 6;
+        loop[2].n = xorshift32(&s) % 10;
+        for (i = 0; i < 3; i++) {
+            loop[i].dx = (int32_t)(xorshift32(&s) % 19) - 9;
+            loop[i].dw = (int32_t)(xorshift32(&s) % 19) - 9;
+        }
+        if (xorshift32(&s) & 1) loop[2].dx = loop[2].dw = 1;    /* the usual rows */
+        switch (xorshift32(&s) % 4) {
+        case 0: acc = SF_NEG_ZERO; break;                       /* sum from the first product */
+        case 1: acc = SF_POS_ZERO; break;                       /* a convolution's start */
+        default: acc = dot_value(&s, 2); break;
+        }
+        if (sf_dot(acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop) !=
+            sf_dot_ref(acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop)) {
+            if (bad == 0) *first = it;
+            bad++;
+        }
+    }
+    return bad;
 }
 
 #else /* HARNESS_MIPS_MAIN */

@@ -1,6 +1,7 @@
 """mlkit: the ops (native build) against torch/numpy, the model format and its validation (Python and C
 agree), the payloads, the MIPS guest build (no FPU, reproducible), and the guest in the VM against the
-native build.
+native build. Also: the guest's integer dot-product kernel (sf_dot) built natively gives the bytes of the
+native FPU loops, and pinned output hashes of fixed models catch any change of a result bit.
 
 Tolerances: elementwise ops that are one correctly rounded operation (relu, add, mul, pooling, reshape,
 transpose, embedding, argmax) are exact; ops using mathf.c (tanh, sigmoid, gelu, softmax: a few ulps, see
@@ -10,6 +11,8 @@ norms, attention), whose summation order differs from torch's, with rtol 1e-4 / 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +29,7 @@ from mlkit import native
 from mlkit.build import (
     GUEST_ELF,
     build_mips,
+    build_native,
     compiler_ident,
     fpu_instructions,
     non_spec_instructions,
@@ -325,6 +329,246 @@ def test_gpt2_generate(tiny_gpt2: Any) -> None:
     assert native.run_code(model, generate_payload(prompt, 24 - len(prompt) + 1))[0] == 0
     assert native.run_code(model, generate_payload(prompt, 24 - len(prompt) + 2))[0] == ExitCode.INPUT
     assert native.run_code(model, generate_payload([5, 61], 1))[0] == ExitCode.INPUT  # token id >= vocab
+
+
+# --------------------------------------------------------------------------------------------------------
+# The dot-product kernel: the MIPS build computes every dot product (linear, matmul, convolutions,
+# attention) with the integer kernel sf_dot; the native build with MLK_SOFT_DOT does too, and must give the
+# bytes of the default native build, which runs the plain loop on the FPU.
+# --------------------------------------------------------------------------------------------------------
+@functools.cache
+def soft_dot_library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build_native(["MLK_SOFT_DOT"])))
+    u8p = ctypes.POINTER(ctypes.c_uint8)
+    lib.mlkit_run_alloc.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(u8p),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    lib.mlkit_run_alloc.restype = ctypes.c_int
+    lib.mlkit_free.argtypes = [ctypes.c_void_p]
+    lib.mlkit_free.restype = None
+    return lib
+
+
+def run_soft_dot(model: bytes, payload: bytes) -> tuple[int, bytes]:
+    lib = soft_dot_library()
+    out, n = ctypes.POINTER(ctypes.c_uint8)(), ctypes.c_size_t(0)
+    rc = lib.mlkit_run_alloc(model, len(model), payload, len(payload), ctypes.byref(out), ctypes.byref(n))
+    try:
+        return rc, ctypes.string_at(out, n.value) if rc == 0 else b""
+    finally:
+        lib.mlkit_free(out)
+
+
+def run_both(model: bytes, payload: bytes) -> bytes:
+    """The output of both native builds, which must be the same bytes."""
+    fpu = native.run_code(model, payload)
+    assert run_soft_dot(model, payload) == fpu, "sf_dot and the FPU loop differ"
+    assert fpu[0] == 0, f"exit code {fpu[0]}"
+    return fpu[1]
+
+
+SPECIAL_VALUES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -3e-39, 1e30, -2e-30, 3e38], np.float32)
+
+
+def mixed(*shape: int, seed: int = 0, zeros: float = 0.2, specials: float = 0.0) -> Array:
+    """Normal values with some zeros (ReLU outputs) and, if asked, specials."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < zeros] = 0.0
+    pick = rng.random(shape) < specials
+    x[pick] = rng.choice(SPECIAL_VALUES, int(pick.sum()))
+    return x
+
+
+def _dot_op_models(specials: float) -> list[tuple[str, bytes, Array]]:
+    out = []
+
+    def add(name: str, make: Callable[[ModelBuilder, int], int], x: Array) -> None:
+        b = ModelBuilder()
+        b.output(make(b, b.input(x.shape)))
+        out.append((name, b.to_bytes(), x))
+
+    sp = specials
+    w = mixed(9, 40, seed=1, zeros=0.05, specials=sp)
+    add("linear", lambda b, x: b.linear(x, w, mixed(9, seed=2)), mixed(3, 40, seed=3, specials=sp))
+    add("linear 1 row", lambda b, x: b.linear(x, w), mixed(1, 40, seed=4, zeros=0.5, specials=sp))
+    add(
+        "matmul",
+        lambda b, x: b.matmul(x, mixed(2, 7, 5, seed=5, specials=sp)),
+        mixed(2, 4, 7, seed=6, specials=sp),
+    )
+    add("matmul shared", lambda b, x: b.matmul(x, mixed(7, 5, seed=7, specials=sp)), mixed(3, 4, 7, seed=8))
+    wc, wt = (
+        mixed(4, 3, 5, 3, seed=9, specials=sp),
+        {k: mixed(5, 3, k, k, seed=12, specials=sp) for k in (3, 4, 5)},
+    )
+    for stride, pad in [(1, 0), (1, 2), (2, 1), ((2, 1), (0, 2))]:
+
+        def conv(b: ModelBuilder, x: int, s: Any = stride, p: Any = pad) -> int:
+            return b.conv2d(x, wc, mixed(4, seed=10), s, p)
+
+        add(f"conv2d {stride} {pad}", conv, mixed(2, 3, 9, 8, seed=11, specials=sp))
+    for stride, pad, opad, k in [(1, 0, 0, 3), (2, 1, 1, 3), (2, 1, 0, 4), (3, 2, 2, 5)]:
+
+        def tconv(b: ModelBuilder, x: int, s: int = stride, p: int = pad, o: int = opad, k: int = k) -> int:
+            return b.conv_transpose2d(x, wt[k], mixed(3, seed=13), s, p, o)
+
+        add(f"conv_transpose2d {stride} {pad} {opad} {k}", tconv, mixed(1, 5, 4, 6, seed=14, specials=sp))
+    add("attention", lambda b, x: b.attention(x, 3, max_ctx=7), mixed(7, 36, seed=15, zeros=0.0, specials=sp))
+    return out
+
+
+@pytest.mark.parametrize("specials", [0.0, 0.03])
+def test_soft_dot_kernel_matches_the_fpu_loops(specials: float) -> None:
+    for name, model, x in _dot_op_models(specials):
+        payload = encode_payload([x])
+        fpu = native.run_code(model, payload)
+        assert fpu[0] == 0 and run_soft_dot(model, payload) == fpu, name
+
+
+def test_soft_dot_kernel_on_large_magnitudes() -> None:
+    """Sums that overflow to inf and come back (they must not), cancel to zero, or end in subnormals."""
+    rng = np.random.default_rng(21)
+    for scale in (2.0**60, 2.0**62.9, 2.0**-62, 2.0**-70, 1.0):
+        x = (rng.standard_normal((4, 64)) * scale).astype(np.float32)
+        w = (rng.standard_normal((6, 64)) * scale).astype(np.float32)
+        w[0] = -x[0]  # x[0] . w[0]: a sum of negative squares, no cancellation (overflows at 2^62.9)
+        w[1] = np.where(np.arange(64) % 2 == 0, x[0], -x[0])  # squares of both signs: cancellation
+        b = ModelBuilder()
+        b.output(b.linear(b.input(x.shape), w))
+        run_both(b.to_bytes(), encode_payload([x]))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pinned outputs: any change to a kernel that alters one result bit changes these hashes. The synthetic
+# models are built here from integer-derived (exact) weights, so their bytes are the same on every machine;
+# the reference models come from torch (trained or seeded), whose bytes can differ between machines
+# (CPU-specific kernels in training and in the random generator), so their pins apply only where the model
+# itself matches its pinned hash.
+# --------------------------------------------------------------------------------------------------------
+class Bits:
+    """xorshift32: a fixed stream of integers, independent of numpy's and torch's generators."""
+
+    def __init__(self, seed: int) -> None:
+        self.s = seed
+
+    def floats(self, *shape: int, scale_log2: int = -8) -> Array:
+        """k * 2^scale_log2 for k in [-1024, 1024): exact float32 values."""
+        n, s = int(np.prod(shape)), self.s
+        k = np.empty(n, np.float32)
+        for i in range(n):
+            s ^= (s << 13) & 0xFFFFFFFF
+            s ^= s >> 17
+            s ^= (s << 5) & 0xFFFFFFFF
+            k[i] = s % 2048 - 1024
+        self.s = s
+        return (k * np.float32(2.0**scale_log2)).reshape(shape)
+
+
+def synthetic_models() -> dict[str, tuple[bytes, bytes]]:
+    """name -> (model, input payload): an MLP, a conv net, a generator (transposed convolutions), and a
+    transformer block with attention, from exact weights."""
+    r, out = Bits(20240601), {}
+    b = ModelBuilder()  # MLP 784-32-10 on a digit-like input (a quarter zeros)
+    x = b.input((1, 784))
+    h = b.relu(b.linear(x, r.floats(32, 784, scale_log2=-14), r.floats(32, scale_log2=-10)))
+    b.output(b.linear(h, r.floats(10, 32, scale_log2=-12), r.floats(10, scale_log2=-10)))
+    out["mlp"] = (b.to_bytes(), encode_payload([np.maximum(r.floats(1, 784, scale_log2=-10), 0)]))
+    b = ModelBuilder()  # conv 5x5 pad 2, relu, maxpool, conv 3x3 stride 2, relu, flatten, linear
+    x = b.input((1, 1, 16, 16))
+    h = b.relu(b.conv2d(x, r.floats(4, 1, 5, 5, scale_log2=-9), r.floats(4, scale_log2=-10), 1, 2))
+    h = b.relu(
+        b.conv2d(b.maxpool2d(h, 2), r.floats(6, 4, 3, 3, scale_log2=-10), r.floats(6, scale_log2=-10), 2, 1)
+    )
+    b.output(b.linear(b.flatten(h), r.floats(10, 96, scale_log2=-10)))
+    out["convnet"] = (b.to_bytes(), encode_payload([np.maximum(r.floats(1, 1, 16, 16, scale_log2=-10), 0)]))
+    b = ModelBuilder()  # transposed convs 4x4 stride 2 and 3x3 stride 2 (output padding), batchnorm, tanh
+    h = b.conv_transpose2d(b.input((1, 8, 3, 3)), r.floats(8, 6, 4, 4, scale_log2=-11), None, 2, 1)
+    g, beta, mean = r.floats(6, scale_log2=-10) + 1, r.floats(6, scale_log2=-10), r.floats(6, scale_log2=-10)
+    h = b.leaky_relu(b.batchnorm(h, g, beta, mean, np.abs(r.floats(6, scale_log2=-10)) + 1, eps=1e-5), 0.2)
+    wt, bt = r.floats(6, 3, 3, 3, scale_log2=-11), r.floats(3, scale_log2=-10)
+    b.output(b.tanh(b.conv_transpose2d(h, wt, bt, 2, 1, 1)))
+    out["generator"] = (b.to_bytes(), encode_payload([r.floats(1, 8, 3, 3, scale_log2=-9)]))
+    c, t, vocab = 16, 6, 40  # a transformer block in plain mode, softmax of the logits
+    b = ModelBuilder()
+    pos = b.embedding(b.const(np.arange(t, dtype=np.int32)), r.floats(t, c, scale_log2=-10))
+    h = b.add(b.embedding(b.input((t,), DType.I32), r.floats(vocab, c, scale_log2=-9)), pos)
+
+    def ln(v: int) -> int:
+        return b.layernorm(v, r.floats(c, scale_log2=-10) + 1, r.floats(c, scale_log2=-10), 1e-5)
+
+    qkv = b.linear(ln(h), r.floats(3 * c, c, scale_log2=-8), r.floats(3 * c, scale_log2=-10))
+    h = b.add(h, b.linear(b.attention(qkv, 2, t), r.floats(c, c, scale_log2=-8)))
+    mlp = b.gelu(b.linear(ln(h), r.floats(4 * c, c, scale_log2=-8)))
+    h = b.add(h, b.linear(mlp, r.floats(c, 4 * c, scale_log2=-9)))
+    b.output(b.softmax(b.linear(ln(h), r.floats(vocab, c, scale_log2=-10))))
+    out["transformer"] = (b.to_bytes(), encode_payload([np.array([3, 1, 4, 1, 5, 9], np.int32)]))
+    return out
+
+
+SYNTHETIC_PINS = {  # name -> keccak256 of the output payload
+    "mlp": "86185b62fdb8d99319bf6f9d913606843d507fbd0603c4417c590d64f9106b03",
+    "convnet": "9d633bfa94f69393fd9395e124969f44ff0e935d6fe4bc456c1d803af1ffa4ba",
+    "generator": "095f9e6f4a66988b3c7e5432d012b425f5d483ba6c5f2ce418a36d11bcab9995",
+    "transformer": "10bf7ba483453be7e5ccc75292021b581208b66c2f9fb813f33ac8005d09448e",
+}
+
+
+def test_pinned_outputs_of_synthetic_models() -> None:
+    got = {name: keccak256(run_both(*mp)).hex() for name, mp in synthetic_models().items()}
+    assert got == SYNTHETIC_PINS
+
+
+REFERENCE_PINS = {  # name -> (keccak256 of the model file, keccak256 of the example's output payload)
+    "mnist-mlp": (
+        "8b344ed3cfb7d86105fc647f8163bf39faaa87261bd81151fd52a33ec68838ea",
+        "90941b76ff188c117c12949cc0089afc330a90058e81a100a2670c49a8000d1d",
+    ),
+    "lenet": (
+        "a028c519a05b6980e8952751b366c4ed0db4f959f2d87a7b1d6c4b8dbf26d1e6",
+        "e9131d462b7ffafd2f15f46af642f612115cce34447b4d163c37ac2e5e02d5fe",
+    ),
+    "gpt2-tiny": (  # 16 greedy tokens
+        "617bc1036047f7a0187c7e8502ad9470ee6254abbc95924d90e00f831e5d408d",
+        "37ccdb3cf20d7c59fbed2a6432a4309e2008b0462613312f06c076a9cc5b61f9",
+    ),
+    "gpt2-tiny logits": (  # the same weights in plain mode: the logits of the example prompt, every bit
+        "ce1f208d50ef641358255dab8f7b033ee0462047662d24c7022da169cb8d7283",
+        "425945a476202f712d86da81b68544dcc901cae08d569e5f8b49c8e774f2b373",
+    ),
+}
+
+
+def reference_case(name: str) -> tuple[bytes, bytes]:
+    from mlkit import models
+
+    if name == "gpt2-tiny logits":
+        pytest.importorskip("transformers")
+        from mlkit.export import export_gpt2
+
+        prompt = models.gpt2_prompt("gpt2-tiny")
+        model = export_gpt2(models.gpt2_model("gpt2-tiny"), mode="logits", seq_len=len(prompt))
+        return model, encode_payload([prompt])
+    pytest.importorskip("transformers" if name.startswith("gpt2") else "sklearn")
+    exp = models.export_reference(name)
+    return exp.model, models.example_payload(exp)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PINS))
+def test_pinned_outputs_of_reference_models(name: str) -> None:
+    model, payload = reference_case(name)
+    out = run_both(model, payload)
+    model_hash, output_hash = REFERENCE_PINS[name]
+    if keccak256(model).hex() != model_hash:
+        pytest.skip(
+            f"{name}: torch {torch.__version__} built other weights here; only the synthetic pins apply"
+        )
+    assert keccak256(out).hex() == output_hash
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
 """The reference models in the VM: the MIPS guest (mlkit/guest/mlkit.elf on the fast executor) produces
 byte for byte the output of the native build, and exits 0 on the true claim (spec section 9).
 
-Measured on the development machine (2 cores; the VM runs ~120M steps/s):
+Measured on the development machine (2 cores; the VM runs ~120-180M steps/s; the dot products run the
+integer kernel sf_dot, ~60 steps per multiply-add):
 
 | model | VM steps | VM seconds |
 |---|---:|---:|
-| mnist-mlp | 2.75M | 0.07 |
-| lenet | 72M | 2.2 |
-| gpt2-tiny (8-token prompt, 16 new tokens) | 518M | 3.5 |
-| dcgan32 | 11.6G | ~95 |
-| dcgan128 | ~210G (estimated, ~200 steps per multiply-add) | ~30 min: `ROLLML_SLOW=1` only |
+| mnist-mlp | 0.89M | 0.02 |
+| lenet | 23.4M | 0.22 |
+| gpt2-tiny (8-token prompt, 16 new tokens) | 168M | 0.9 |
+| dcgan32 | 3.39G | ~20-28 |
+| dcgan128 | ~65G (estimated) | ~10 min: `ROLLML_SLOW=1` only |
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_vm_output_is_byte_identical_to_native(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SLOW, reason="about 30 minutes in the VM: set ROLLML_SLOW=1")
+@pytest.mark.skipif(not SLOW, reason="about 10 minutes in the VM: set ROLLML_SLOW=1")
 def test_vm_dcgan128_is_byte_identical_to_native() -> None:
     assert_vm_matches_native("dcgan128")
 

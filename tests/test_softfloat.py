@@ -17,6 +17,13 @@ Operand counts scale with the environment variable ROLLML_FUZZ_SCALE (default
 1: one million operand pairs per binary operation, a few seconds in total;
 ``make fuzz`` uses a larger scale).  All random generators use fixed seeds.
 
+The fused dot-product kernel (sf_dot, sf_mac: the hot loop of mlkit's models)
+is checked against the separate operations it replaces, acc = sf_add(acc,
+sf_mul(x, w)) term by term: single terms on special values and on millions of
+random triples aimed at its fast path's edges, random dot products of every
+loop shape in C (sf_dot_fuzz in the harness), hand-made sequences through
+overflow, cancellation, subnormals, infinities and NaNs, and hypothesis.
+
 If the MIPS cross compiler (mips-linux-gnu-gcc) is installed, the freestanding
 soft-float MIPS build is checked too (no FPU instructions, no helper calls,
 links without libgcc), and if qemu-mips is installed as well, a digest of a
@@ -72,6 +79,7 @@ OP = {
     "neg": 14,
     "abs": 15,
     "ldexp": 16,
+    "mac": 17,  # c + a*b, by sf_mac
     "exp": 20,
     "log": 21,
     "tanh": 22,
@@ -111,6 +119,12 @@ class SoftFloatLib:
         self.lib.sf_batch.restype = ctypes.c_int
         self.lib.sf_digest.argtypes = [ctypes.c_uint32, ctypes.c_uint32]
         self.lib.sf_digest.restype = ctypes.c_uint32
+        for name in ("sf_dot", "sf_dot_ref"):
+            fn = getattr(self.lib, name)
+            fn.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            fn.restype = ctypes.c_uint32
+        self.lib.sf_dot_fuzz.argtypes = [ctypes.c_uint32, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
+        self.lib.sf_dot_fuzz.restype = ctypes.c_uint32
 
     def batch(self, op: str, a, b=None, c=None) -> np.ndarray:
         """Run operation `op` elementwise on uint32 bit-pattern arrays."""
@@ -127,6 +141,15 @@ class SoftFloatLib:
     def f(self, op: str, *xs) -> np.ndarray:
         """Like batch() but takes and returns float32 arrays."""
         return self.batch(op, *[np.asarray(x, dtype=F32).view(U32) for x in xs]).view(F32)
+
+    def dot(self, acc: int, x, w, loops, base: int = 0, ref: bool = False) -> int:
+        """sf_dot (or sf_dot_ref) of bit-pattern arrays x, w from index `base` of
+        both; loops = ((n0, dx0, dw0), (n1, dx1, dw1), (n2, dx2, dw2))."""
+        xa = np.ascontiguousarray(np.asarray(x).view(U32))
+        wa = np.ascontiguousarray(np.asarray(w).view(U32))
+        spec = np.array(loops, dtype=np.int32).reshape(3, 3)  # sf_loop: uint32 n, int32 dx, dw
+        fn = self.lib.sf_dot_ref if ref else self.lib.sf_dot
+        return int(fn(acc, xa.ctypes.data + 4 * base, wa.ctypes.data + 4 * base, spec.ctypes.data))
 
 
 @pytest.fixture(scope="session")
@@ -836,6 +859,192 @@ def test_hypothesis_ops(sf, a, b, c):
         fb,
         fc,
     )
+    assert_mac(sf, bits(fa), bits(fb), bits(fc), "mac")
+
+
+# ---------------------------------------------------------------------------
+# The fused dot-product kernel: sf_mac(c, a, b) and sf_dot must give exactly
+# the bits of the separate operations, c + a*b = sf_add(c, sf_mul(a, b)).
+# ---------------------------------------------------------------------------
+
+
+def ref_mac(sf, a, b, c) -> np.ndarray:
+    return sf.batch("add", c, sf.batch("mul", a, b))
+
+
+def assert_mac(sf, a, b, c, what: str) -> None:
+    got, ref = sf.batch("mac", a, b, c), ref_mac(sf, a, b, c)
+    with np.errstate(all="ignore"):  # and IEEE float32, independently of softfloat.c
+        assert_same_bits(got, b2f(c) + b2f(a) * b2f(b), what + " (numpy)", a, b, c)
+    bad = got != ref
+    if bad.any():
+        lines = [
+            f"  {int(c[i]):#010x} + {int(a[i]):#010x} * {int(b[i]):#010x} = {int(got[i]):#010x}, "
+            f"separately {int(ref[i]):#010x}"
+            for i in np.flatnonzero(bad)[:8]
+        ]
+        pytest.fail(f"{what}: {int(bad.sum())} of {len(got)} differ:\n" + "\n".join(lines))
+
+
+# The kernel's own edges: the window of its inline path (operands in
+# [2^-63, 2^63)), products at the normal/subnormal boundary, sums at the top
+# of the range, powers of two (results that change binade).
+MAC_EDGES = np.array(
+    [
+        *(0x1F800000, 0x1FFFFFFF, 0x20000000, 0x20000001, 0x5EFFFFFF, 0x5F000000, 0x5F7FFFFF, 0x5F800000),
+        *(0x9F800000, 0xA0000000, 0xDF7FFFFF, 0xDF800000, 0x3F000001, 0x3FFFFFFF, 0x4B000001, 0x7E800000),
+    ],
+    dtype=U32,
+)
+
+
+def test_mac_specials(sf):
+    values = np.concatenate([SPECIALS, MAC_EDGES])
+    g = np.meshgrid(values, values, values, indexing="ij")
+    a, b, c = (x.ravel().copy() for x in g)
+    assert_mac(sf, a, b, c, "mac specials")
+
+
+def gen_mac_far(rng, n):
+    """c about 2^k times a*b for k in -30 .. 30, often a power of two: the
+    alignment shift around the point where the smaller term stops mattering,
+    and sums that leave or enter a binade."""
+    a, b = gen_interesting(rng, n)
+    a, b = with_exponent(rng, a, rng.integers(64, 190, n)), with_exponent(rng, b, rng.integers(64, 190, n))
+    target = field_exp(a) + field_exp(b) - 127 + rng.integers(-30, 31, n)
+    c = with_exponent(rng, a, target)
+    c = np.where(rng.integers(0, 3, n) == 0, c & U32(0xFF800000), c)
+    return a, b, c
+
+
+def gen_mac_window(rng, n):
+    """Operands around the inline path's window and products around the
+    normal range's ends, with accumulators of all sizes."""
+    a, b, c = gen_triples(gen_interesting)(rng, n)
+    ea = rng.choice([62, 63, 64, 65, 188, 189, 190, 191, 1, 2, 253, 254], n)
+    a = with_exponent(rng, a, ea)
+    b = with_exponent(rng, b, np.where(ea < 128, rng.integers(60, 70, n), rng.integers(60, 70, n) + 100))
+    return a, b, c
+
+
+def test_mac_fuzz(sf):
+    makers = [
+        gen_triples(gen_random),
+        gen_triples(gen_interesting),
+        gen_triples(gen_mul_short),
+        gen_triples(gen_mul_range),
+        gen_fma_cancel,
+        gen_fma_ties,
+        gen_mac_far,
+        gen_mac_window,
+    ]
+    for i, n in chunks(N_PAIRS):
+        a, b, c = mix(rng_for("mac", i), n, makers)
+        assert_mac(sf, a, b, c, "mac fuzz")
+
+
+def test_dot_fuzz(sf):
+    """Random dot products in C: shapes up to 5 x 5 x 9 with strides -9 .. 9,
+    values like a network's, specials, ties, far apart magnitudes, sums that
+    overflow or cancel to subnormals (see dot_value in the harness)."""
+    n = int(100_000 * SCALE)
+    for seed in (1, 20240601, 0xDEADBEEF):
+        first = ctypes.c_uint32(0)
+        bad = sf.lib.sf_dot_fuzz(seed, n, ctypes.byref(first))
+        assert bad == 0, f"seed {seed}: {bad} of {n} dot products differ, the first is number {first.value}"
+
+
+def _seq(*floats_or_bits) -> np.ndarray:
+    return np.array([v if isinstance(v, int) else fbits(v) for v in floats_or_bits], dtype=U32)
+
+
+ROW = lambda n: ((1, 0, 0), (1, 0, 0), (n, 1, 1))  # noqa: E731
+
+
+# (acc, x, w): one row, term by term.
+DOT_SEQUENCES = [
+    (NEG, _seq(MAX_F, MAX_F, -1.0), _seq(1.0, 1.0, MAX_F)),  # overflow to inf, then inf - max = inf
+    (MAX_F, _seq(2.0**51, -(2.0**62)), _seq(2.0**52, 2.0**62)),  # max + half ulp rounds to inf: stays inf
+    (MAX_F, _seq(2.0**51 - 2.0**27, -1.0), _seq(2.0**52, MAX_F)),  # just below the tie: max, then 0
+    (NEG, _seq(*[0x5EFFFFFF] * 5, -(2.0**62)), _seq(*[0x5EFFFFFF] * 5, 2.0**62)),  # overflow, inline path
+    (NEG, _seq(2.0**62, 2.0**62, -(2.0**62), -(2.0**62)), _seq(2.0**62, 2.0**62, 2.0**62, 2.0**62)),
+    (NEG, _seq(INF, 1.0, -1.0), _seq(1.0, MAX_F, INF)),  # inf + (-inf) = NaN
+    (0, _seq(QNAN, 0.0, 1.0), _seq(1.0, 0.0, 1.0)),  # NaN is absorbing
+    (0, _seq(0x7F800001, 2.0), _seq(1.0, 3.0)),  # signalling NaN payload: canonical NaN
+    (0, _seq(0.0, INF), _seq(INF, 1.0)),  # 0 * inf
+    (0, _seq(1.5, -1.5, 0.0), _seq(2.0, 2.0, -5.0)),  # x - x = +0, then +0 + -0 = +0
+    (NEG, _seq(0.0, -0.0, 0.0), _seq(-1.0, 1.0, 2.0)),  # -0 + (-0) + (-0) + (+0) = +0
+    (NEG, _seq(-0.0, 0.0), _seq(1.0, -3.0)),  # -0 + -0 + -0 = -0
+    (NEG, _seq(MIN_SUB, MIN_SUB), _seq(1.0, -1.0)),  # subnormal operands
+    (NEG, _seq(2.0**-63, -(2.0**-63), 2.0**-64), _seq(2.0**-63, 2.0**-64, 2.0**-63)),  # subnormal sums
+    (NEG, _seq(2.0**-63, 3.0 * 2.0**-63), _seq(2.0**-63, -(2.0**-63))),  # subnormal - normal
+    (MIN_NORM, _seq(-(2.0**-63), 2.0**-62, 2.0**20), _seq(2.0**-64, 2.0**-64, 2.0**-20)),
+    (fbits(1.0), _seq(2.0**-12, 2.0**-13), _seq(2.0**-12, 2.0**-12)),  # 1 + 2^-24 tie, then above
+    (fbits(1.0), _seq(1.0 + 2.0**-12), _seq(-(1.0 - 2.0**-12))),  # cancellation to 2^-24
+    (fbits(2.0**26), _seq(1.0, 1.0, 1.0, 1.0), _seq(1.0, 1.0, 1.0, 1.0)),  # each term below half an ulp
+    (fbits(-(2.0**26)), _seq(1.0, 1.0, 3.0), _seq(2.0, 2.0, 1.0)),  # ties around a power of two
+    (fbits(1.0), _seq(1.0 - 2.0**-24, 2.0**-24), _seq(-1.0, -(2.0**-24))),
+]
+
+
+def ieee_dot(acc: int, x, w, loops, base: int = 0) -> int:
+    """The dot product term by term in numpy float32 (IEEE), NaN made canonical."""
+    xs, ws = b2f(np.asarray(x, dtype=U32)), b2f(np.asarray(w, dtype=U32))
+    s = b2f(np.array([acc], dtype=U32))[0]
+    (n0, x0, w0), (n1, x1, w1), (n2, x2, w2) = loops
+    with np.errstate(all="ignore"):
+        for i in range(n0):
+            for j in range(n1):
+                for k in range(n2):
+                    s = s + xs[base + i * x0 + j * x1 + k * x2] * ws[base + i * w0 + j * w1 + k * w2]
+    return QNAN if np.isnan(s) else int(np.float32(s).view(U32))
+
+
+@pytest.mark.parametrize("case", range(len(DOT_SEQUENCES)))
+def test_dot_sequences(sf, case):
+    acc, x, w = DOT_SEQUENCES[case]
+    loops = ROW(len(x))
+    got = sf.dot(acc, x, w, loops)
+    assert got == sf.dot(acc, x, w, loops, ref=True)
+    assert got == ieee_dot(acc, x, w, loops)
+
+
+def test_dot_without_terms_returns_acc(sf):
+    x = np.array([fbits(1.0)] * 4, dtype=U32)
+    for acc in (0x7F800001, 0xFFC00001, NEG, fbits(2.5)):  # even a NaN's payload is kept
+        for loops in (((0, 1, 1), (3, 1, 1), (3, 1, 1)), ((2, 1, 1), (0, 1, 1), (2, 1, 1)), ROW(0)):
+            assert sf.dot(acc, x, x, loops) == acc
+
+
+dot_bits = st.one_of(
+    float32s.map(lambda v: int(np.float32(v).view(U32))),
+    st.sampled_from([int(v) for v in np.concatenate([SPECIALS, MAC_EDGES])]),
+    st.integers(0, 2**32 - 1),
+    st.builds(  # network-like values: |v| in [2^-9, 2^7), with zeros
+        lambda sign, e, f: (sign << 31) | (e << 23) | f,
+        st.integers(0, 1),
+        st.integers(118, 133) | st.just(0),
+        st.integers(0, 0x7FFFFF),
+    ),
+)
+REACH = 18  # 3 loops * (3 - 1) * 3: the farthest index the loops below reach from the centre
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    acc=dot_bits,
+    x=st.lists(dot_bits, min_size=2 * REACH + 1, max_size=2 * REACH + 1),
+    w=st.lists(dot_bits, min_size=2 * REACH + 1, max_size=2 * REACH + 1),
+    loops=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(-3, 3), st.integers(-3, 3)), min_size=3, max_size=3
+    ),
+)
+def test_hypothesis_dot(sf, acc, x, w, loops):
+    xs, ws = np.array(x, dtype=U32), np.array(w, dtype=U32)
+    got = sf.dot(acc, xs, ws, loops, base=REACH)
+    assert got == sf.dot(acc, xs, ws, loops, base=REACH, ref=True), (hex(acc), loops)
+    if all(n for n, _, _ in loops):  # (with no terms, sf_dot returns acc itself, NaN payload and all)
+        assert got == ieee_dot(acc, xs, ws, loops, base=REACH), (hex(acc), loops)
 
 
 # ---------------------------------------------------------------------------

@@ -4,12 +4,15 @@
  *
  * One C code base, two builds:
  *   - MIPS32 guest (guest.c): freestanding, -msoft-float, so every `float`
- *     operator below becomes a call to the soft-float ABI (softfloat.c);
- *   - native shared library (host.c): the host FPU, -ffp-contract=off.
+ *     operator below becomes a call to the soft-float ABI (softfloat.c), and
+ *     the dot products of ops.c run the integer kernel sf_dot;
+ *   - native shared library (host.c): the host FPU, -ffp-contract=off (with
+ *     -DMLK_SOFT_DOT its dot products run sf_dot too: the tests compare).
  * Both give the same bits because every basic operation is correctly rounded
  * IEEE binary32 (round to nearest even) in both, no operation is fused or
- * reordered, `double` is never used, and the transcendental functions come
- * from mathf.c (integer code) in both builds.  NaN payloads may differ
+ * reordered (sf_dot keeps both roundings of each term), `double` is never
+ * used, and the transcendental functions come from mathf.c (integer code)
+ * in both builds.  NaN payloads may differ
  * between the builds, so NaNs are canonicalized when outputs are written
  * and no code branches on the bits of a NaN.
  *

@@ -8,6 +8,13 @@
  * of recomputing indices, and padding is handled by clipping loop ranges
  * rather than by testing every tap.
  *
+ * The dot products of linear, matmul, the convolutions and attention (nearly
+ * all of a model's work) go through dot(), which is sf_dot in the MIPS build:
+ * the same roundings as `acc += x * w` term by term, at a fraction of the
+ * cost of two soft-float calls (softfloat.c, "Dot products").  The native
+ * build runs the plain loop on the FPU (built with -DMLK_SOFT_DOT it runs
+ * sf_dot too: tests/test_mlkit_ops.py checks that both give the same bytes).
+ *
  * Summation order is fixed by the code (always the textual order below), so
  * the host build and the MIPS build produce the same bits.  It is not the
  * order torch uses; results agree with torch within rounding (see
@@ -19,19 +26,40 @@
 static inline float f_sqrt(float x) { return u2f(sf_sqrt(f2u(x))); }
 static inline float f_exp(float x) { return u2f(sf_exp(f2u(x))); }
 
+/* acc + sum of x[i*dx0 + j*dx1 + k*dx2] * w[i*dw0 + j*dw1 + k*dw2] over
+ * i < n0, j < n1, k < n2 (k fastest), rounding each product and each sum:
+ * exactly `acc += x * w` in that order (see sf_loop in softfloat.h).  A sum
+ * that starts with its first product starts from acc = -0 (-0 + p = p). */
+#if defined(SOFTFLOAT_ABI) || defined(MLK_SOFT_DOT)
+static inline float dot(float acc, const float *x, const float *w, const sf_loop l[3])
+{
+    return u2f(sf_dot(f2u(acc), (const uint32_t *)x, (const uint32_t *)w, l));
+}
+#else
+static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
+{
+    const int32_t n2 = (int32_t)l[2].n, dx = l[2].dx, dw = l[2].dw;
+    for (int32_t i = 0; i < (int32_t)l[0].n; i++)
+        for (int32_t j = 0; j < (int32_t)l[1].n; j++) {
+            const float *xr = x + i * l[0].dx + j * l[1].dx, *wr = w + i * l[0].dw + j * l[1].dw;
+            for (int32_t k = 0; k < n2; k++)
+                acc += xr[k * dx] * wr[k * dw];
+        }
+    return acc;
+}
+#endif
+
 /* ---- linear algebra ---------------------------------------------------- */
 
 /* y[m, n] = x[m, k] . w[n, k]^T (+ b[n]): w is in torch's nn.Linear layout,
  * so both operands of each dot product are contiguous. */
 void op_linear(const float *x, const float *w, const float *b, float *y, uint32_t m, uint32_t k, uint32_t n)
 {
+    const sf_loop row[3] = {{1, 0, 0}, {1, 0, 0}, {k, 1, 1}};
     for (uint32_t i = 0; i < m; i++, x += k) {
         const float *wr = w;
-        for (uint32_t j = 0; j < n; j++) {
-            const float *xp = x, *xe = x + k;
-            float acc = *xp++ * *wr++;
-            while (xp != xe)
-                acc += *xp++ * *wr++;
+        for (uint32_t j = 0; j < n; j++, wr += k) {
+            float acc = dot(-0.0f, x, wr, row);
             if (b)
                 acc += b[j];
             *y++ = acc;
@@ -44,15 +72,12 @@ void op_linear(const float *x, const float *w, const float *b, float *y, uint32_
 void op_matmul(const float *a, const float *b, const float *bias, float *y, uint32_t batch, uint32_t b_step,
                uint32_t m, uint32_t k, uint32_t n)
 {
+    /* a row of a times a column of b */
+    const sf_loop rc[3] = {{1, 0, 0}, {1, 0, 0}, {k, 1, (int32_t)n}};
     for (uint32_t bt = 0; bt < batch; bt++, b += b_step) {
         for (uint32_t i = 0; i < m; i++, a += k) {
             for (uint32_t j = 0; j < n; j++) {
-                const float *ap = a, *ae = a + k, *bp = b + j;
-                float acc = *ap++ * *bp;
-                while (ap != ae) {
-                    bp += n;
-                    acc += *ap++ * *bp;
-                }
+                float acc = dot(-0.0f, a, b + j, rc);
                 if (bias)
                     acc += bias[j];
                 *y++ = acc;
@@ -97,16 +122,12 @@ void op_conv2d(const float *x, const float *w, const float *b, float *y, const u
                     int32_t ix0 = tap_range(ox, sw, pw, KW, W, &kx0, &kx1);
                     int32_t nkx = kx1 - kx0;
                     float acc = 0.0f;
-                    if (nkx > 0) {
-                        for (int32_t c = 0; c < C; c++) {
-                            const float *xc = xb + c * H * W + ix0 + kx0;
-                            const float *wc = wo + c * KH * KW + kx0;
-                            for (int32_t ky = ky0; ky < ky1; ky++) {
-                                const float *xp = xc + (iy0 + ky) * W, *wp = wc + ky * KW;
-                                for (int32_t k = nkx; k; k--)
-                                    acc += *xp++ * *wp++;
-                            }
-                        }
+                    if (nkx > 0 && ky1 > ky0) {
+                        /* channels, kernel rows ky0 .. ky1-1, columns kx0 .. kx1-1 */
+                        const sf_loop taps[3] = {{(uint32_t)C, H * W, KH * KW},
+                                                 {(uint32_t)(ky1 - ky0), W, KW},
+                                                 {(uint32_t)nkx, 1, 1}};
+                        acc = dot(acc, xb + (iy0 + ky0) * W + ix0 + kx0, wo + ky0 * KW + kx0, taps);
                     }
                     if (b)
                         acc += b[oc];
@@ -159,18 +180,12 @@ void op_conv_transpose2d(const float *x, const float *w, const float *b, float *
                     int32_t kx0, ix0;
                     int32_t nkx = tconv_taps(ox, sw, pw, KW, W, &kx0, &ix0);
                     float acc = 0.0f;
-                    if (nkx > 0) {
-                        for (int32_t c = 0; c < C; c++) {
-                            const float *xc = xb + c * H * W + ix0;
-                            const float *wc = w + (c * OC + oc) * KH * KW + kx0;
-                            for (int32_t j = 0; j < nky; j++) {
-                                /* taps kx0 + k*sw meet input columns ix0 - k */
-                                const float *xp = xc + (iy0 - j) * W;
-                                const float *wp = wc + (ky0 + j * sh) * KW;
-                                for (int32_t k = 0; k < nkx; k++)
-                                    acc += xp[-k] * wp[k * sw];
-                            }
-                        }
+                    if (nkx > 0 && nky > 0) {
+                        /* channels; taps (ky0 + j*sh, kx0 + k*sw) meet input (iy0 - j, ix0 - k) */
+                        const sf_loop taps[3] = {{(uint32_t)C, H * W, OC * KH * KW},
+                                                 {(uint32_t)nky, -W, sh * KW},
+                                                 {(uint32_t)nkx, -1, sw}};
+                        acc = dot(acc, xb + iy0 * W + ix0, w + oc * KH * KW + ky0 * KW + kx0, taps);
                     }
                     if (b)
                         acc += b[oc];
@@ -457,11 +472,9 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
             const float *q = qkv + i * 3u * c + h * d;
             const float *kp = kcache + h * d;
             float m = 0.0f;
+            const sf_loop qk[3] = {{1, 0, 0}, {1, 0, 0}, {d, 1, 1}};
             for (uint32_t j = 0; j < len; j++) {
-                const float *qp = q, *qe = q + d, *kj = kp + j * c;
-                float acc = *qp++ * *kj++;
-                while (qp != qe)
-                    acc += *qp++ * *kj++;
+                float acc = dot(-0.0f, q, kp + j * c, qk);
                 acc = acc / sq;
                 scores[j] = acc;
                 if (j == 0 || acc > m)
@@ -475,19 +488,13 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
             }
             for (uint32_t j = 0; j < len; j++)
                 scores[j] = scores[j] / sum;
-            /* y_h = sum_j w_j v_j, accumulated in place over j */
+            /* y_h = sum_j w_j v_j: element e is w . (column e of v), summed
+             * over j in order */
             float *yh = y + i * c + h * d;
             const float *vp = vcache + h * d;
-            const float w0 = scores[0];
+            const sf_loop wv[3] = {{1, 0, 0}, {1, 0, 0}, {len, 1, (int32_t)c}};
             for (uint32_t e = 0; e < d; e++)
-                yh[e] = w0 * vp[e];
-            for (uint32_t j = 1; j < len; j++) {
-                const float wj = scores[j];
-                const float *vj = vp + j * c;
-                float *yp = yh;
-                for (uint32_t e = d; e; e--)
-                    *yp++ += wj * *vj++;
-            }
+                yh[e] = dot(-0.0f, scores, vp + e, wv);
         }
     }
 }

@@ -33,8 +33,25 @@
  * the leading 1 carries into the exponent field and adds the missing one.
  * The same carry handles a significand that rounds up to the next power of
  * two, and a subnormal that rounds up to the smallest normal number.
+ *
+ * Normal operands (nearly all of them, in a model) take quicker inline
+ * paths that round the same way without unpack() and round_pack(): see
+ * "Normal numbers, quickly".  The dot products of the models (sf_dot) are
+ * built on them.
  */
 #include "softfloat.h"
+
+/* Inlining hints for the quick paths (gcc and clang; other compilers can
+ * ignore them). */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define COLD __attribute__((noinline, cold))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define ALWAYS_INLINE inline
+#define COLD
+#define LIKELY(x) (x)
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Field access                                                        */
@@ -54,9 +71,13 @@ static inline int is_zero(uint32_t a) { return (a << 1) == 0; }
 static inline int is_nan(uint32_t a) { return (a & 0x7FFFFFFFu) > 0x7F800000u; }
 static inline int is_inf(uint32_t a) { return (a & 0x7FFFFFFFu) == 0x7F800000u; }
 
-/* Number of leading zero bits of a nonzero x (portable: no clz opcode). */
-static int clz32(uint32_t x)
+/* Number of leading zero bits of a nonzero x.  gcc has a builtin (one
+ * `clz` instruction on MIPS32); the portable loop is for other compilers. */
+static inline int clz32(uint32_t x)
 {
+#if defined(__GNUC__)
+    return __builtin_clz(x);
+#else
     int n = 0;
     if (x <= 0x0000FFFFu) { n += 16; x <<= 16; }
     if (x <= 0x00FFFFFFu) { n += 8; x <<= 8; }
@@ -64,6 +85,7 @@ static int clz32(uint32_t x)
     if (x <= 0x3FFFFFFFu) { n += 2; x <<= 2; }
     if (x <= 0x7FFFFFFFu) { n += 1; }
     return n;
+#endif
 }
 
 static int clz64(uint64_t x)
@@ -143,6 +165,192 @@ static uint32_t round_pack(uint32_t sign, int32_t exp, uint32_t sig)
 }
 
 /* ------------------------------------------------------------------ */
+/* Normal numbers, quickly                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Nearly every operand in a model is a normal number far from the ends of
+ * the range.  For those, sf_mul, sf_add and the dot products take the
+ * inline paths of this section: integer arithmetic on the significands
+ * with the rounding done in place, instead of the general unpack() /
+ * round_pack() path below.  They give the same bits (they round the same
+ * exact results the same way); anything they do not cover (zeros,
+ * subnormals, infinities, NaNs, results out of the normal range) goes to
+ * the general code.
+ *
+ * A value is held unpacked as (sign, exp, sig), the exact value
+ *
+ *     +-sig * 2^(exp - 149),   sig in [2^23, 2^24]
+ *
+ * with the exponent as round_pack has it (the biased exponent minus one;
+ * a subnormal is normalised and has exp < 0).  sig = 2^24 is a sum that
+ * rounded up to the next power of two, left so (the adder below is exact
+ * for it too).  For a dot product's accumulator (sf_dot) a zero is sig = 0
+ * with exp = ACC_ZERO_EXP, below any product, so that adding a product
+ * gives the product; an infinity is sig = 2^23 with exp = ACC_INF_EXP,
+ * above any product, so that adding a finite product overflows in
+ * round_pack and stays infinite.  The sign is bit 31 of the word `sign`,
+ * as in a float.
+ */
+#define ACC_ZERO_EXP (-1024)
+#define ACC_INF_EXP 1024
+#define ACC_NAN_EXP 0x40000000      /* from the out-of-line paths only */
+
+typedef struct {
+    uint32_t sign;                  /* bit 31 */
+    int32_t exp;
+    uint32_t sig;
+} acc_t;
+
+/* The unpacked value of a float a (not a NaN). */
+static acc_t acc_of(uint32_t a)
+{
+    acc_t r;
+    r.sign = a & SF_SIGN_BIT;
+    if (is_zero(a)) {
+        r.exp = ACC_ZERO_EXP, r.sig = 0;
+    } else if (is_inf(a)) {
+        r.exp = ACC_INF_EXP, r.sig = 0x00800000u;
+    } else {
+        unpack(a, &r.exp, &r.sig);          /* |a| = sig * 2^(exp - 150) */
+        r.exp -= 1;
+    }
+    return r;
+}
+
+/* The float of an unpacked value (exact: it holds a float's value). */
+static inline uint32_t acc_pack(acc_t acc)
+{
+    if (acc.sig == 0) return acc.sign;                      /* +-0 */
+    if (acc.exp >= ACC_INF_EXP) return acc.sign | SF_POS_INF;
+    if (acc.exp < 0) return acc.sign | (acc.sig >> -acc.exp);  /* subnormal */
+    return pack(acc.sign >> 31, acc.exp, acc.sig);          /* the leading 1 carries */
+}
+
+/* The out-of-line paths (cold, so that the hot loops keep their registers)
+ * return an unpacked value as one 64-bit value, in two registers: exp in
+ * the high word, sign | sig in the low one. */
+static inline uint64_t acc_join(acc_t acc)
+{
+    return ((uint64_t)(uint32_t)acc.exp << 32) | acc.sign | acc.sig;
+}
+
+static inline acc_t acc_split(uint64_t v)
+{
+    acc_t r;
+    r.sign = (uint32_t)v & SF_SIGN_BIT, r.sig = (uint32_t)v & 0x01FFFFFFu, r.exp = (int32_t)(v >> 32);
+    return r;
+}
+
+/*
+ * a*b rounded, for a and b with exponents in [2^-63, 2^63) (the caller
+ * checks): then the product is a normal number, *pm * 2^(*pe - 149) with
+ * *pm in [2^23, 2^24].
+ */
+static ALWAYS_INLINE void
+mul_normal(uint32_t a, uint32_t b, uint32_t *pm, int32_t *pe)
+{
+    /* The product of the significands, each moved to the top of a word:
+     * a*b = (hi * 2^32 + lo) * 2^(ea + eb - 316), leading 1 at bit 63 or
+     * 62.  Only hi is kept, lo as a sticky bit.  (Apart, gcc keeps hi and
+     * lo in registers: a multu and a mul.) */
+    uint32_t ma = (a << 8) | 0x80000000u, mb = (b << 8) | 0x80000000u;
+    uint32_t hi = (uint32_t)(((uint64_t)ma * mb) >> 32), lo = ma * mb;
+    uint32_t t = hi | (lo != 0);
+
+    *pe = f_exp(a) + f_exp(b) - 128;
+    /* Round to the 24 bits from the leading 1, ties to even: adding half
+     * an ulp minus one, plus the last kept bit, then truncating, is exactly
+     * that (hi < 2^32 - 2^9: no overflow). */
+    if ((int32_t)hi < 0) {
+        *pm = (t + 0x7F + ((t >> 8) & 1)) >> 8;
+        *pe += 1;
+    } else {
+        *pm = (t + 0x3F + ((t >> 7) & 1)) >> 7;
+    }
+}
+
+/*
+ * Round an exact sum, +-sum * 2^(exp - 154) with 0 < sum < 2^31,
+ * into *acc.  Moving the leading 1 to bit 30 gives round_pack's (exp, sig);
+ * in the normal range this does what round_pack does, with the rounding
+ * trick of mul_normal.  Outside, it stores round_pack's (sign, exp, sig) in
+ * *acc and returns 1: the caller calls round_pack.
+ */
+static ALWAYS_INLINE int
+acc_round_sum(acc_t *acc, uint32_t sign, int32_t exp, uint32_t sum)
+{
+    int32_t n = clz32(sum);
+    acc->sign = sign;
+    acc->exp = exp + 3 - n;
+    sum <<= n - 1;
+    if ((uint32_t)acc->exp >= 0xFD) {
+        acc->sig = sum;
+        return 1;
+    }
+    acc->sig = (sum + 0x3F + ((sum >> 7) & 1)) >> 7;
+    return 0;
+}
+
+/*
+ * *acc += +-sig * 2^(exp - 149) (sign in bit 31), for a normal value (sig in
+ * [2^23, 2^24]) and an accumulator that is not a NaN, rounded as sf_add.
+ * Returns 1 if the sum is out of the normal range: then *acc holds the
+ * arguments of round_pack, which rounds it (see acc_round_sum).
+ *
+ * As sf_add does: shift the operand with the smaller exponent right by d,
+ * with 5 guard bits and a sticky bit, then add or subtract.  Bits are only
+ * lost when d > 5: then small < 2^23 and big >= 2^28, so a difference keeps
+ * its leading 1 at bit 27 or above and the sticky bit stays below the
+ * rounding position.  Beyond d = 26 the smaller one is under a quarter ulp
+ * of the other: the sum is the other.  The sum takes the sign of the
+ * operand with the larger exponent, unless it is negative, which needs
+ * equal exponents.
+ */
+static ALWAYS_INLINE int
+acc_add(acc_t *acc, uint32_t sign, int32_t exp, uint32_t sig)
+{
+    uint32_t small, sum;
+    int32_t d = acc->exp - exp;
+
+    if (LIKELY(d > 0)) {                       /* |acc| > |value|, mostly */
+        if (d > 26) return 0;
+        small = sig << 5;
+        sum = small >> d;
+        small = sum | ((sum << d) != small);
+        if (sign == acc->sign) {
+            sum = (acc->sig << 5) + small;
+        } else {                                            /* > 0 but for ties */
+            sum = (acc->sig << 5) - small;
+            if (sum == 0) goto zero;
+        }
+        return acc_round_sum(acc, acc->sign, acc->exp, sum);
+    }
+    d = -d;                                                 /* |value| >= |acc|/2 */
+    if (d > 26) {
+        acc->sign = sign, acc->exp = exp, acc->sig = sig;
+        return 0;
+    }
+    small = acc->sig << 5;
+    sum = small >> d;
+    small = sum | ((sum << d) != small);
+    if (sign == acc->sign) {
+        sum = (sig << 5) + small;
+    } else {
+        sum = (sig << 5) - small;                           /* < 0 needs d = 0 */
+        if ((int32_t)sum <= 0) {
+            if (sum == 0) goto zero;
+            sum = 0u - sum;
+            sign ^= SF_SIGN_BIT;
+        }
+    }
+    return acc_round_sum(acc, sign, exp, sum);
+zero:                                                       /* x - x = +0 */
+    acc->sign = 0, acc->exp = ACC_ZERO_EXP, acc->sig = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Addition and subtraction                                            */
 /* ------------------------------------------------------------------ */
 
@@ -150,6 +358,15 @@ uint32_t sf_add(uint32_t a, uint32_t b)
 {
     uint32_t sign, siga, sigb, sig, t;
     int32_t expa, expb, shift;
+
+    /* Two normal numbers: the quick path.  Its result is normal or +0, or
+     * round_pack rounds it. */
+    if ((uint32_t)f_exp(a) - 1 < 254 && (uint32_t)f_exp(b) - 1 < 254) {
+        acc_t acc = {a & SF_SIGN_BIT, f_exp(a) - 1, f_frac(a) | 0x00800000u};
+        if (acc_add(&acc, b & SF_SIGN_BIT, f_exp(b) - 1, f_frac(b) | 0x00800000u))
+            return round_pack(acc.sign >> 31, acc.exp, acc.sig);
+        return acc.sig ? pack(acc.sign >> 31, acc.exp, acc.sig) : SF_POS_ZERO;
+    }
 
     /* Infinities and NaNs. */
     if (f_exp(a) == 0xFF || f_exp(b) == 0xFF) {
@@ -209,6 +426,12 @@ uint32_t sf_mul(uint32_t a, uint32_t b)
     uint32_t siga, sigb, sig;
     int32_t expa, expb, exp;
     uint64_t prod;
+
+    /* 2^-63 <= |a|, |b| < 2^63: the product is normal, the quick path. */
+    if ((uint32_t)f_exp(a) - 64 < 126 && (uint32_t)f_exp(b) - 64 < 126) {
+        mul_normal(a, b, &sig, &exp);
+        return pack(sign, exp, sig);
+    }
 
     if (is_nan(a) || is_nan(b)) return SF_QNAN;
     if (is_inf(a) || is_inf(b)) {
@@ -493,6 +716,120 @@ uint32_t sf_to_u32(uint32_t a)
     if (exp >= 127 + 32) return 0xFFFFFFFFu;        /* a >= 2^32, or +inf */
     sig = f_frac(a) | 0x00800000u;
     return exp >= 150 ? sig << (exp - 150) : sig >> (150 - exp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Dot products                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * sf_dot computes, term by term, acc = sf_add(acc, sf_mul(x, w)): the same
+ * two roundings per term, the same bits.  It is the hot loop of every
+ * model, so it skips the work the separate calls would repeat: the
+ * accumulator stays unpacked between terms (acc_t, in registers), a term
+ * whose operands are in [2^-63, 2^63) goes through mul_normal and acc_add
+ * inline, and a zero operand (ReLU outputs, image borders) adds a signed
+ * zero, which only changes an accumulator that is a zero itself.  Anything
+ * else (tiny, huge, subnormal, infinite or NaN operands) goes out of line
+ * to sf_mul and sf_add.  A NaN ends the dot product: NaN + anything is NaN.
+ */
+
+/* A sum outside the normal range, rounded by round_pack. */
+static COLD uint64_t
+acc_round(uint32_t sign, int32_t exp, uint32_t sig)
+{
+    return acc_join(acc_of(round_pack(sign >> 31, exp, sig)));
+}
+
+/* acc + a*b by the separate operations, for what the inline path leaves. */
+static COLD uint64_t
+acc_general(uint32_t sign, int32_t exp, uint32_t sig, uint32_t a, uint32_t b)
+{
+    acc_t acc = {sign, exp, sig};
+    uint32_t r = sf_add(acc_pack(acc), sf_mul(a, b));
+    if (is_nan(r)) {
+        acc.exp = ACC_NAN_EXP;
+        return acc_join(acc);
+    }
+    return acc_join(acc_of(r));
+}
+
+/*
+ * One term: acc = acc + a*b, rounded as sf_add(acc, sf_mul(a, b)).
+ * Returns 1 if the sum is a NaN (then acc is left as it was).
+ */
+static ALWAYS_INLINE int
+acc_add_product(acc_t *acc, uint32_t a, uint32_t b)
+{
+    const uint32_t ea = (uint32_t)f_exp(a), eb = (uint32_t)f_exp(b);
+
+    if (ea - 64 < 126 && eb - 64 < 126) {                   /* 2^-63 <= |a|, |b| < 2^63 */
+        uint32_t pm;
+        int32_t pe;
+        mul_normal(a, b, &pm, &pe);
+        if (acc_add(acc, (a ^ b) & SF_SIGN_BIT, pe, pm))
+            *acc = acc_split(acc_round(acc->sign, acc->exp, acc->sig));
+        return 0;
+    }
+    if (((a << 1) == 0 && eb != 0xFF) || ((b << 1) == 0 && ea != 0xFF)) {
+        /* 0 * finite = +-0, and x + +-0 = x, but +0 + -0 = +0 */
+        if (acc->sig == 0) acc->sign &= a ^ b;
+        return 0;
+    }
+    {
+        acc_t r = acc_split(acc_general(acc->sign, acc->exp, acc->sig, a, b));
+        if (r.exp == ACC_NAN_EXP) return 1;
+        *acc = r;
+        return 0;
+    }
+}
+
+uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3])
+{
+    sf_loop l0 = loop[0], l1 = loop[1], l2 = loop[2];
+    /* A loop of one iteration is dropped and the loops outside it move in,
+     * so that the inner loops are as long as can be (a transposed
+     * convolution has rows of 1 or 2 taps). */
+    if (l2.n == 1) l2 = l1, l1.n = 1;
+    if (l2.n == 1) l2 = l0, l0.n = 1;
+    if (l1.n == 1) l1 = l0, l0.n = 1;
+    const uint32_t n0 = l0.n, n1 = l1.n, n2 = l2.n;
+    /* Byte addresses as integers, and the steps between terms, from the
+     * end of a row to the start of the next one, and from the end of a
+     * block of rows to the next block (the addresses may step outside the
+     * arrays after their last use). */
+    uintptr_t xa = (uintptr_t)x, wa = (uintptr_t)w;
+    const intptr_t dx = 4 * (intptr_t)l2.dx, dw = 4 * (intptr_t)l2.dw;
+    const intptr_t dx_row = 4 * (intptr_t)l1.dx - (intptr_t)n2 * dx;
+    const intptr_t dw_row = 4 * (intptr_t)l1.dw - (intptr_t)n2 * dw;
+    const intptr_t dx_block = 4 * ((intptr_t)l0.dx - (intptr_t)n1 * l1.dx);
+    const intptr_t dw_block = 4 * ((intptr_t)l0.dw - (intptr_t)n1 * l1.dw);
+    uint32_t i, j, k;
+    acc_t s;
+
+    if (n0 == 0 || n1 == 0 || n2 == 0) return acc;          /* no terms */
+    if (is_zero(acc)) {                                     /* the usual start */
+        s.sign = acc, s.exp = ACC_ZERO_EXP, s.sig = 0;
+    } else {
+        if (is_nan(acc)) return SF_QNAN;
+        s = acc_of(acc);
+    }
+    for (i = n0; i; i--, xa += dx_block, wa += dw_block)
+        for (j = n1; j; j--, xa += dx_row, wa += dw_row)
+            for (k = n2; k; k--, xa += dx, wa += dw)
+                if (acc_add_product(&s, *(const uint32_t *)xa, *(const uint32_t *)wa))
+                    return SF_QNAN;
+    return acc_pack(s);
+}
+
+uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b)
+{
+    acc_t s;
+
+    if (is_nan(acc)) return SF_QNAN;
+    s = acc_of(acc);
+    if (acc_add_product(&s, a, b)) return SF_QNAN;
+    return acc_pack(s);
 }
 
 /* ------------------------------------------------------------------ */

@@ -89,6 +89,25 @@ uint32_t sf_from_u32(uint32_t u);                      /* (float)u, rounded */
 int32_t sf_to_i32(uint32_t a);                         /* trunc, saturating */
 uint32_t sf_to_u32(uint32_t a);                        /* trunc, saturating */
 
+/*
+ * Dot products, bit for bit the loop of separate operations
+ *     for each term, in order:  acc = sf_add(acc, sf_mul(x, w))
+ * but several times cheaper (see softfloat.c).  The terms are
+ *     x[i*dx0 + j*dx1 + k*dx2] * w[i*dw0 + j*dw1 + k*dw2]
+ * for i < n0, j < n1, k < n2, k fastest: loop[0] = {n0, dx0, dw0}, ...
+ * Strides count elements and may be negative or zero.  Start from
+ * acc = -0 (SF_NEG_ZERO) for a sum that begins with its first product:
+ * -0 + p = p for every p, +-0 included.  With no terms (a loop of 0
+ * iterations) the result is acc itself, NaN payload and all.
+ */
+typedef struct {
+    uint32_t n;        /* iterations of this loop */
+    int32_t dx, dw;    /* strides of x and w, in elements */
+} sf_loop;
+
+uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3]);
+uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b);  /* sf_add(acc, sf_mul(a, b)) */
+
 #ifdef SOFTFLOAT_ABI
 /*
  * gcc/libgcc soft-float ABI (single precision only).  With -msoft-float a
