@@ -173,7 +173,7 @@ class Challenger(Agent):
             return
         receipt = self.send(
             "challenge",
-            market.challenge(result.request_id),
+            market.challenge(result.request_id, rid),
             value=self.deployment.params.challenger_bond,
             request_id=result.request_id,
         )

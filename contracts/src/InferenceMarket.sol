@@ -168,11 +168,12 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
 
     /// @inheritdoc IInferenceMarket
     /// @dev One game per challenger per result, any number of challengers: a prover's accomplice cannot
-    /// block an honest challenge by challenging first.
-    function challenge(uint256 requestId) external payable returns (uint256 gameId) {
+    /// block an honest challenge by challenging first. Bound to `resultId`, so a challenge can never land
+    /// on another result than the one its sender verified (reverts with `ResultNotCurrent`).
+    function challenge(uint256 requestId, uint256 resultId) external payable returns (uint256 gameId) {
         Request storage req = _requests[requestId];
         if (req.status != RequestStatus.Proposed) revert WrongStatus(requestId, req.status);
-        uint256 resultId = req.resultId;
+        if (resultId != req.resultId) revert ResultNotCurrent(requestId, resultId, req.resultId);
         Result storage r = _results[resultId];
         uint256 closesAt = uint256(r.postedAt) + challengeWindow;
         if (block.timestamp >= closesAt) revert ChallengeWindowClosed(requestId, closesAt);

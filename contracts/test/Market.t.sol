@@ -126,8 +126,9 @@ contract MarketTest is MarketFixture {
     }
 
     function _challenge(uint256 id, address who) internal returns (uint256 gameId) {
+        uint256 resultId = market.getRequest(id).resultId;
         vm.prank(who);
-        gameId = market.challenge{value: 0.5 ether}(id);
+        gameId = market.challenge{value: 0.5 ether}(id, resultId);
     }
 
     // --- blob ids -------------------------------------------------------------------------------------------
@@ -363,24 +364,24 @@ contract MarketTest is MarketFixture {
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Open)
         );
-        market.challenge{value: 0.5 ether}(id);
+        market.challenge{value: 0.5 ether}(id, 0);
         _post(id, prover, honestHash(STEPS));
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.WrongBond.selector, 0.4 ether, 0.5 ether));
-        market.challenge{value: 0.4 ether}(id);
+        market.challenge{value: 0.4 ether}(id, 1);
         vm.prank(prover);
         vm.expectRevert(IInferenceMarket.SelfChallenge.selector);
-        market.challenge{value: 0.5 ether}(id);
+        market.challenge{value: 0.5 ether}(id, 1);
         _challenge(id, alice);
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.AlreadyChallenged.selector, 1, alice));
-        market.challenge{value: 0.5 ether}(id);
+        market.challenge{value: 0.5 ether}(id, 1);
         vm.warp(block.timestamp + WINDOW);
         vm.prank(bob);
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.ChallengeWindowClosed.selector, id, block.timestamp)
         );
-        market.challenge{value: 0.5 ether}(id);
+        market.challenge{value: 0.5 ether}(id, 1);
         _assertSolvent();
     }
 

@@ -96,6 +96,7 @@ interface IInferenceMarket {
     error ChallengeWindowClosed(uint256 requestId, uint256 closedAt);
     error ChallengeWindowOpen(uint256 requestId, uint256 closesAt);
     error AlreadyChallenged(uint256 resultId, address challenger);
+    error ResultNotCurrent(uint256 requestId, uint256 resultId, uint256 currentResultId);
     error SelfChallenge();
     error GamesOpen(uint256 resultId, uint32 openGames);
     error OutputMismatch(bytes32 expected, bytes32 actual);
@@ -124,7 +125,9 @@ interface IInferenceMarket {
         payable
         returns (uint256 resultId);
 
-    function challenge(uint256 requestId) external payable returns (uint256 gameId);
+    /// @notice Challenges result `resultId` of `requestId`; reverts with `ResultNotCurrent` unless it is the
+    /// request's current result, so the challenge lands on the claim its sender checked.
+    function challenge(uint256 requestId, uint256 resultId) external payable returns (uint256 gameId);
 
     function finalize(uint256 requestId, bytes calldata output) external;
 

@@ -121,7 +121,7 @@ contract MarketHandler is MarketFixture {
         if (a == res.prover || market.hasChallenged(r.resultId, a)) return;
         if (block.timestamp >= res.postedAt + WINDOW) return;
         vm.prank(a);
-        market.challenge{value: 0.5 ether}(id);
+        market.challenge{value: 0.5 ether}(id, r.resultId);
         ghostDeposited += 0.5 ether;
         calls[this.challenge.selector]++;
     }
