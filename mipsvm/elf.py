@@ -20,6 +20,11 @@ ELFDATA2MSB = 2
 EM_MIPS = 8
 ET_EXEC = 2
 EHDR32_SIZE = 52
+# Resource bounds of the loader (not of the VM): real static executables have a handful of program headers
+# and two or three PT_LOAD segments. Without them a small crafted file (thousands of segments that all map
+# the same file bytes, or zero-fill gigabytes) keeps the loader busy for hours.
+MAX_PROGRAM_HEADERS = 64
+MAX_LOAD_SEGMENTS = 16
 
 
 class ElfError(ValueError):
@@ -47,11 +52,12 @@ def load_elf(source: str | os.PathLike[str] | bytes) -> Program:
     except Exception as e:  # pyelftools reports truncation with struct/construct errors of any kind
         raise ElfError(f"malformed or truncated ELF: {e}") from e
 
+    loads = [h for h in segments if h["p_type"] == "PT_LOAD" and h["p_memsz"] != 0]
+    if len(loads) > MAX_LOAD_SEGMENTS:
+        raise ElfError(f"{len(loads)} loadable segments; the loader takes at most {MAX_LOAD_SEGMENTS}")
     memory = Memory()
     text_ranges = []
-    for h in segments:
-        if h["p_type"] != "PT_LOAD" or h["p_memsz"] == 0:
-            continue
+    for h in loads:
         vaddr, memsz, filesz, offset = h["p_vaddr"], h["p_memsz"], h["p_filesz"], h["p_offset"]
         if filesz > memsz:
             raise ElfError(f"segment at 0x{vaddr:08x}: p_filesz {filesz} > p_memsz {memsz}")
@@ -102,6 +108,8 @@ def _check_header(data: bytes) -> None:
     phoff = int.from_bytes(data[28:32], "big")
     phentsize = int.from_bytes(data[42:44], "big")
     phnum = int.from_bytes(data[44:46], "big")
+    if phnum > MAX_PROGRAM_HEADERS:
+        raise ElfError(f"{phnum} program headers; the loader takes at most {MAX_PROGRAM_HEADERS}")
     if phnum and phentsize < 32:
         raise ElfError(f"malformed ELF: program header entries of {phentsize} bytes")
     if phoff + phnum * phentsize > len(data):
@@ -114,10 +122,13 @@ def _check_header(data: bytes) -> None:
 
 
 def _zero(memory: Memory, start: int, end: int) -> None:
-    """Zero [start, end): only pages that already hold data need it (memory is zero where never written)."""
-    addr = start
-    while addr < end:
-        page_end = min(end, ((addr >> PAGE_BITS) + 1) << PAGE_BITS)
-        if (addr >> PAGE_BITS) in memory.pages:
-            memory.write(addr, bytes(page_end - addr))
-        addr = page_end
+    """Zero [start, end): only pages that already hold data need it (memory is zero where never written).
+
+    Walks the pages that exist, not the range: a segment's zero fill may span a million pages.
+    """
+    if start >= end:
+        return
+    first, last = start >> PAGE_BITS, (end - 1) >> PAGE_BITS
+    for page in sorted(p for p in memory.pages if first <= p <= last):
+        lo, hi = max(start, page << PAGE_BITS), min(end, (page + 1) << PAGE_BITS)
+        memory.write(lo, bytes(hi - lo))

@@ -214,6 +214,15 @@ def _f32_bits(v: float) -> int:
     return int(struct.unpack(">I", struct.pack(">f", v))[0])
 
 
+def _fits_f32(v: float) -> bool:
+    """Whether `v` has a binary32 encoding (NaN and infinities do; a finite value beyond FLT_MAX does not)."""
+    try:
+        struct.pack(">f", v)
+    except OverflowError:
+        return False
+    return True
+
+
 def _window_out(length: int, k: int, s: int, p: int) -> int:
     padded = length + 2 * p
     return 0 if k > padded else (padded - k) // s + 1
@@ -407,8 +416,8 @@ def validate(model: Model) -> None:
     if len(model.inputs) > MAX_IO or not 1 <= len(model.outputs) <= MAX_IO:
         raise ModelFormatError(f"a model has 0..{MAX_IO} inputs and 1..{MAX_IO} outputs")
     mode = _parse(Mode, model.mode, "mode")
-    if mode == Mode.GENERATE and not model.gen_eos >= -1:
-        raise ModelFormatError("gen_eos must be a token id or -1")
+    if mode == Mode.GENERATE and not -1 <= model.gen_eos < 1 << 31:
+        raise ModelFormatError("gen_eos must be a token id (an int32) or -1")
     if mode == Mode.PLAIN and model.gen_eos != -1:
         raise ModelFormatError("gen_eos must be -1 in plain mode")
     for i, t in enumerate(model.tensors):
@@ -417,9 +426,11 @@ def validate(model: Model) -> None:
         if t.data is not None:
             if tuple(np.shape(t.data)) != tuple(t.shape):
                 raise ModelFormatError(f"tensor {i}: data shape {np.shape(t.data)} != {t.shape}")
-            kind = np.asarray(t.data).dtype.kind
-            if kind not in ("f" if t.dtype == DType.F32 else "iu"):
-                raise ModelFormatError(f"tensor {i}: {np.asarray(t.data).dtype} data in a {t.dtype} tensor")
+            data = np.asarray(t.data)
+            if data.dtype.kind not in ("f" if t.dtype == DType.F32 else "iu"):
+                raise ModelFormatError(f"tensor {i}: {data.dtype} data in a {t.dtype} tensor")
+            if data.dtype.kind in "iu" and data.size and (data.min() < -(1 << 31) or data.max() >= 1 << 31):
+                raise ModelFormatError(f"tensor {i}: i32 data out of range (encoding would wrap it)")
     defined = [t.data is not None for t in model.tensors]
     for tid in model.inputs:
         if not 0 <= tid < nt or model.tensors[tid].data is not None or defined[tid]:
@@ -440,6 +451,8 @@ def validate(model: Model) -> None:
         fa = _pad(node.floats, N_FATTR, "float attributes")
         if any(not -(1 << 31) <= v < 1 << 31 for v in ia):
             raise ModelFormatError(f"{where}: an int attribute does not fit int32")
+        if not all(_fits_f32(v) for v in fa):
+            raise ModelFormatError(f"{where}: a float attribute does not fit binary32")
         ins = [model.tensors[t] for t in node.inputs]
         ot = model.tensors[out]
         try:

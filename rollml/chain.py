@@ -34,8 +34,18 @@ from eth_utils import abi_to_signature, function_signature_to_4byte_selector, to
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import TimeExhausted, Web3Exception, Web3RPCError
-from web3.types import BlockIdentifier, EventData, Nonce, RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
+from web3.exceptions import BlockNotFound, TimeExhausted, Web3Exception, Web3RPCError
+from web3.types import (
+    BlockData,
+    BlockIdentifier,
+    EventData,
+    Nonce,
+    RPCEndpoint,
+    RPCResponse,
+    TxParams,
+    TxReceipt,
+    Wei,
+)
 
 from rollml import artifacts
 
@@ -377,18 +387,27 @@ class Chain:
         return max(int(pending), self._nonces.get(address, 0))
 
     def _send_raw(self, raw: bytes, tx_hash: bytes) -> None:
-        """Send a signed transaction; a retry after a lost response may find it already known: fine."""
+        """Send a signed transaction. A retry after a lost answer may find it already known, or already mined
+        (the endpoint then says "nonce too low"): if the endpoint has it by its hash, it was sent."""
 
         def send() -> None:
             try:
                 self.w3.eth.send_raw_transaction(raw)
             except Web3RPCError as exc:
                 message = str(exc).lower()
-                if "already known" in message or "known transaction" in message:
+                if "already known" in message or "known transaction" in message or self._has_tx(tx_hash):
                     return
                 raise
 
         self._rpc(send, f"send transaction 0x{tx_hash.hex()}")
+
+    def _has_tx(self, tx_hash: bytes) -> bool:
+        """Whether the endpoint has the transaction, pending or mined (one try: it only explains an error)."""
+        try:
+            self.w3.eth.get_transaction(HexBytes(tx_hash))
+        except Exception:  # TransactionNotFound, or the endpoint failing: not known to be sent
+            return False
+        return True
 
     def _wait_receipt(self, tx_hash: bytes) -> TxReceipt:
         def wait() -> TxReceipt:
@@ -397,9 +416,36 @@ class Chain:
             )
 
         try:
-            return self._rpc(wait, "wait for receipt")
+            receipt = self._rpc(wait, "wait for receipt")
         except TimeExhausted:
             raise ChainError(f"no receipt for 0x{tx_hash.hex()} after {RECEIPT_TIMEOUT:.0f} s") from None
+        self._check_receipt(receipt, tx_hash)
+        return receipt
+
+    def _check_receipt(self, receipt: TxReceipt, tx_hash: bytes) -> None:
+        """Trust a receipt only if it is of our transaction, in a block the endpoint has under that hash: a
+        lagging or lying endpoint (or a reorg) must not make a caller act on another transaction's events or
+        on a block that is gone. ChainError otherwise (agents re-read the chain and retry next tick)."""
+        got = bytes(receipt["transactionHash"])
+        if got != bytes(tx_hash):
+            raise ChainError(
+                f"the endpoint answered the receipt of another transaction (0x{got.hex()}) "
+                f"for 0x{bytes(tx_hash).hex()}"
+            )
+        number, block_hash = int(receipt["blockNumber"]), bytes(receipt["blockHash"])
+
+        def fetch() -> BlockData | None:
+            try:
+                return self.w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+
+        block = self._rpc(fetch, "eth_getBlockByNumber")  # a transport failure is its own ChainError
+        if block is None or bytes(block["hash"]) != block_hash:
+            raise ChainError(
+                f"the receipt of 0x{bytes(tx_hash).hex()} names block {number} 0x{block_hash.hex()}, "
+                "which the chain does not have (a reorg, or a lying endpoint)"
+            )
 
     def _explain_failed_receipt(
         self, call: Transactable, base: TxParams, gas: int, receipt: TxReceipt, target: str | None
