@@ -3,7 +3,7 @@
 Starts anvil (the npm Foundry binary, `scripts/anvil`) on a free port, deploys every contract, and plays the
 two dispute scenarios of `rollml demo` with the real agents: a dishonest prover posting a wrong digit
 against the honest challenger, and a dishonest challenger disputing the honest node's correct result. Each
-is a whole game over the ~2.7M-step MNIST MLP run (16-ary dissection, 6 rounds) ending in a one-step proof
+is a whole game over the ~0.9M-step MNIST MLP run (16-ary dissection, 5 rounds) ending in a one-step proof
 in MIPS.sol. Printed next to the targets and opML's MNIST challenge:
 
 - the game: rounds, moves and their gas (challenge, dissections, picks, the step; preimage loads emit no
@@ -66,7 +66,7 @@ def figures(s: Scenario) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="MNIST dispute on anvil (2.7M steps, 16-ary)")
+    t = Table(title="MNIST dispute on anvil (16-ary dissection)")
     for col in ("", *[r["scenario"] for r in rows], "target", "opML"):
         t.add_column(col, justify="right")
     opml_gas = f"{ANCHORS['opml_gas_min'] / 1e6:.0f}-{ANCHORS['opml_gas_max'] / 1e6:.0f}M"
