@@ -71,6 +71,12 @@ class ProverNode(Agent):
         )
         self.tamper = tamper
         self.eager_step = eager_step
+        # request id -> chain time until which a posted, unchallenged result needs no look (its window is
+        # open and only a challenge, an event, can change it): without this every tick re-read every posted
+        # job (two calls each), which made a tick of a node with 200 pending results take seconds
+        self._quiet_until: dict[int, int] = {}
+        self._tick_now = 0  # the chain time `advance` read at the start of this tick
+        self._claims_checked: set[int] = set()  # games whose trace was checked against our posted claim
         requeued = self.store.requeue_running()
         if requeued:
             self.emit("requeued_after_restart", jobs=requeued)
@@ -102,6 +108,7 @@ class ProverNode(Agent):
         job = self.store.job_by_result(a["resultId"])
         if job is None:
             return
+        self._quiet_until.pop(job.request_id, None)  # look at it again every tick until its games end
         if self.store.add_game(
             a["gameId"], GameRole.PROPOSER, a["requestId"], a["resultId"], ev["blockNumber"]
         ):
@@ -116,7 +123,10 @@ class ProverNode(Agent):
             self._guard("start_job", partial(self.start_job, job), request=job.request_id)
         for request_id, execution, exc in self.pool.finished():
             self.job_executed(request_id, execution, exc)
+        now = self._tick_now = self.chain.now()
         for job in self.store.jobs(JobState.READY, JobState.WAITING, JobState.POSTED):
+            if job.state == JobState.POSTED and now < self._quiet_until.get(job.request_id, 0):
+                continue
             self._guard("advance_job", partial(self.advance_job, job), request=job.request_id)
 
     def start_job(self, job: JobRow) -> None:
@@ -195,6 +205,8 @@ class ProverNode(Agent):
         receipt = self.send("post", call, value=self.deployment.params.prover_bond, request_id=job.request_id)
         (posted,) = receipt_events(self.contracts.market, "ResultPosted", receipt)
         self.store.update_job(job.request_id, state=JobState.POSTED, result_id=posted["args"]["resultId"])
+        # postedAt >= the tick's chain time: no need to look before the window closes (a lower bound)
+        self._quiet_until[job.request_id] = self._tick_now + self.deployment.params.challenge_window
         self.emit("posted", request=job.request_id, result=posted["args"]["resultId"])
 
     def advance_posted(self, job: JobRow, status: int, result_id: int) -> None:
@@ -215,8 +227,11 @@ class ProverNode(Agent):
         if discarded:
             self.store.update_job(job.request_id, state=JobState.LOST, reason="our result was discarded")
             return
-        if open_games == 0 and self.chain.now() >= posted_at + self.deployment.params.challenge_window:
+        closes = posted_at + self.deployment.params.challenge_window
+        if open_games == 0 and self.chain.now() >= closes:
             self.finalize(job)
+        elif open_games == 0:
+            self._quiet_until[job.request_id] = closes
 
     def finalize(self, job: JobRow) -> None:
         assert job.output is not None
@@ -228,7 +243,19 @@ class ProverNode(Agent):
     # -- games -----------------------------------------------------------------------------------------------
     def decide(self, row: GameRow, view: GameView, now: int) -> Move:
         trace = self.trace_for(row)
+        self.check_claim(row, trace)
         return next_move(view, Role.PROPOSER, trace.hash_at, now, eager_step=self.eager_step)
+
+    def check_claim(self, row: GameRow, trace: GameTrace) -> None:
+        """Once per game: our trace must end in the claim we posted (else we defend a claim that is not
+        ours; logged, played anyway). Asked lazily, not in `build_trace`: the answer needs the whole run,
+        which takes minutes for a big model and runs in the trace process (`TraceBusy` until then)."""
+        if row.game_id in self._claims_checked:
+            return
+        job = self.store.job(row.request_id)
+        if job is not None and (trace.claim_steps, trace.claim_hash) != (job.steps, job.final_hash):
+            self.emit("trace_mismatch", logging.ERROR, game=row.game_id, steps=trace.claim_steps)
+        self._claims_checked.add(row.game_id)
 
     def build_trace(self, row: GameRow) -> GameTrace:
         """Our posted claim's trace, from the job's model, input and output hash (and tamper)."""
@@ -247,6 +274,4 @@ class ProverNode(Agent):
         else:
             cap = tamper_cap(job.honest_steps or job.steps, self.deployment.params.max_steps)
             trace = GameTrace(model, request.input, job.output_hash, tamper, True, cap, job.steps)
-        if (trace.claim_steps, trace.claim_hash) != (job.steps, job.final_hash):
-            self.emit("trace_mismatch", logging.ERROR, game=row.game_id, steps=trace.claim_steps)
         return trace

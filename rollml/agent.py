@@ -13,6 +13,11 @@ claim timeouts, refunds, withdrawals, and keep what happened in the agent's SQLi
 3. play every active game once: re-read it from the chain, ask the solver, send the move;
 4. withdraw the market balance.
 
+With worker processes (`workers > 0`, the daemons), VM runs go to a process pool and game traces to a trace
+process of their own (`rollml.execution.TraceHost`): no phase ever waits for a VM. A game whose trace is
+still computing the hashes (or the proof) the solver needs raises `TraceBusy` and is played again on a
+later tick; every other game, job and deadline goes on meanwhile.
+
 Every step re-reads the on-chain state before it sends a transaction, so a restart (even a kill -9 between
 sending a transaction and recording it) neither repeats a move nor double-posts: the chain, not the
 database, says what was done. An RPC error or a revert is logged (one `key=value` line) and the work is
@@ -45,8 +50,19 @@ from mipsvm.hashing import keccak256
 from mipsvm.state import State
 from rollml.chain import Chain, ChainError, is_transient
 from rollml.deploy import Contracts, Deployment
-from rollml.dispute import ClaimTimeout, Dissect, GameStatus, GameView, Move, Pick, Step, Turn, Wait
-from rollml.execution import GameTrace
+from rollml.dispute import (
+    ClaimTimeout,
+    Dissect,
+    GameStatus,
+    GameView,
+    Move,
+    Pick,
+    Step,
+    Turn,
+    Wait,
+    dissection_points,
+)
+from rollml.execution import GameTrace, RemoteTrace, TraceBusy, TraceHost, exit_with_parent
 from rollml.store import GameRow, GameState, RequestRow, Store
 
 REQUEST_STATUS = ("None", "Open", "Proposed", "Finalized", "Cancelled")  # IInferenceMarket.RequestStatus
@@ -170,7 +186,9 @@ class WorkerPool:
             return
         if self._executor is None:
             context = multiprocessing.get_context("spawn")  # no forked copy of a 4 GiB VM mapping or locks
-            self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=context)
+            self._executor = cf.ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=exit_with_parent
+            )
         self._futures[key] = self._executor.submit(fn, *args)
 
     def finished(self) -> list[tuple[Any, Any, BaseException | None]]:
@@ -358,6 +376,9 @@ class Agent:
         self.auto_withdraw = auto_withdraw
         self.log = logger or logging.getLogger(f"rollml.{self.ROLE}")
         self.traces: dict[int, GameTrace] = {}
+        # with worker processes, game traces live in a process of their own too: building one for a big
+        # model takes minutes, and the tick (every other game's moves and deadlines) must not wait for it
+        self.trace_host = TraceHost() if workers > 0 else None
         self._stats = TickStats()
         self._unreachable = False
 
@@ -387,19 +408,22 @@ class Agent:
             self.emit("stopped")
 
     def close(self) -> None:
-        """Stop the worker pool and free the traces (the store stays usable)."""
+        """Stop the worker pool and the trace process and free the traces (the store stays usable)."""
         self.pool.close()
         for trace in self.traces.values():
             trace.close()
         self.traces.clear()
+        if self.trace_host is not None:
+            self.trace_host.close()
 
     def emit(self, event: str, level: int = logging.INFO, **fields: object) -> None:
         """Log one event of this agent (`agent=<address prefix>` first: several agents may share a log)."""
         log_event(self.log, event, level, agent=self.address[:10], **fields)
 
     def busy(self) -> bool:
-        """Work in progress that will lead to transactions without any clock moving (runs in the pool)."""
-        return self.pool.pending() > 0
+        """Work in progress that will lead to transactions without any clock moving (runs in the pool or
+        the trace process)."""
+        return self.pool.pending() > 0 or (self.trace_host is not None and self.trace_host.pending() > 0)
 
     def _guard(self, what: str, fn: Callable[[], Any], **context: object) -> bool:
         """Run `fn`; log and swallow any error (retried next tick). True if it succeeded."""
@@ -514,8 +538,12 @@ class Agent:
             return
         if self.before_move(row, game):
             return
-        move = self.decide(row, game.view, now)
-        self.send_move(row, move)
+        try:
+            move = self.decide(row, game.view, now)
+            self.send_move(row, move)  # a step asks the trace for its proof before sending anything
+        except TraceBusy:
+            self.trace_busy(row, game.view)
+            return
         if isinstance(move, Step | ClaimTimeout):  # moves that end the game: record the end at once
             status = GameStatus(self.chain.call(self.contracts.game.functions.getGame(row.game_id))[3])
             if status != GameStatus.ACTIVE:
@@ -528,11 +556,25 @@ class Agent:
     def decide(self, row: GameRow, view: GameView, now: int) -> Move:
         raise NotImplementedError
 
+    def trace_busy(self, row: GameRow, view: GameView) -> None:
+        """Our trace process is still computing what the solver needs (the first query builds the trace):
+        ask at once for every hash of this round, so the next tick can answer in one go."""
+        trace = self.traces.get(row.game_id)
+        if isinstance(trace, RemoteTrace):
+            n = view.hi - view.lo
+            trace.prefetch(dissection_points(view.lo, view.hi, view.arity) if n > 1 else [view.lo, view.hi])
+        self.emit("trace_busy", logging.DEBUG, game=row.game_id)
+
     def trace_for(self, row: GameRow) -> GameTrace:
-        """The trace we play in game `row` (built once per game and process, re-derived after a restart)."""
+        """The trace we play in game `row` (one per game and process, re-derived after a restart). It is
+        lazy: its first query builds it, in the trace process when the agent has one (`TraceBusy` until
+        the answer is there)."""
         trace = self.traces.get(row.game_id)
         if trace is None:
-            trace = self.traces[row.game_id] = self.build_trace(row)
+            trace = self.build_trace(row)
+            if self.trace_host is not None:
+                trace = RemoteTrace(self.trace_host, row.game_id, trace)
+            self.traces[row.game_id] = trace
             self.emit("trace_ready", game=row.game_id, role=row.role)
         return trace
 

@@ -41,7 +41,12 @@ ModelsOpt = Annotated[
 DbOpt = Annotated[
     Path | None, typer.Option("--db", help="SQLite state file (default: out/<role>-<address>.db).")
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="VM worker processes (0: run inline).")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=0, help="VM worker processes, plus one process for dispute traces (0: all inline)."
+    ),
+]
 IntervalOpt = Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between passes.")]
 OnceOpt = Annotated[bool, typer.Option("--once", help="Do one pass and exit.")]
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log one JSON object per line.")]

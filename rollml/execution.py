@@ -14,6 +14,8 @@ VALID only if keccak256(output) equals local 3. So:
 - `GameTrace` is what a party plays in a game: the state hashes (and one-step proofs) of the run for *this
   model, this input, this claimed output hash*, the game's local data. For a claim with a wrong output hash
   that run exits INVALID, which is exactly what the honest side must show; the honest output plays no part.
+- `TraceHost` and `RemoteTrace` keep an agent's game traces in a process of its own (building one for a big
+  model takes minutes): queries never block the agent's tick, an answer not there yet raises `TraceBusy`.
 
 Dishonest parties (`Tamper`) tamper for real inside that run, so a bisection narrows to the tampered step:
 their hash at n is the honest one for n < s and that of a genuinely tampered state (a register or memory
@@ -23,12 +25,19 @@ at its claimed step count with `exited = 1, exitCode = 0` (a well-formed state n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import multiprocessing
+import queue
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from typing import Any
 
 from mipsvm.constants import KEY_TYPE_KECCAK, Status
 from mipsvm.elf import Program, load_elf
@@ -452,3 +461,249 @@ class GameTrace:
             if trace is not None:
                 trace.close()
         self._base = self._branch = None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Traces in a process of their own
+# --------------------------------------------------------------------------------------------------------
+def exit_with_parent() -> None:
+    """Make this (worker) process die with its parent (Linux `PR_SET_PDEATHSIG`; a no-op elsewhere).
+
+    A worker blocks on its queue forever once its parent is gone: after a kill -9 of an agent, every restart
+    would leave its workers (and their VM mappings) behind.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+class TraceBusy(Exception):
+    """The answer is being computed in the trace process: ask again later (the agent waits a tick)."""
+
+
+Request = tuple[int, str, int, Any]  # (ticket, operation, trace key, argument)
+Answer = tuple[int, bool, Any]  # (ticket, ok, value or "ErrorType: message")
+
+
+def serve_traces(requests: Queue[Request | None], answers: Queue[Answer]) -> None:
+    """The trace process's loop: own the `GameTrace`s of an agent's games and answer queries in order, until
+    a None request (or the agent's death). A process of its own, because the fast VM's SIGSEGV handler
+    must live in a process's main thread and a trace of a big model takes minutes to build."""
+    exit_with_parent()
+    traces: dict[int, GameTrace] = {}
+    try:
+        while (request := requests.get()) is not None:
+            ticket, op, key, arg = request
+            try:
+                answers.put((ticket, True, _trace_answer(traces, op, key, arg)))
+            except Exception as exc:
+                answers.put((ticket, False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        for trace in traces.values():
+            trace.close()
+
+
+def _trace_answer(traces: dict[int, GameTrace], op: str, key: int, arg: Any) -> Any:
+    if op == "open":
+        traces[key] = arg
+        return None
+    if op == "close":
+        trace = traces.pop(key, None)
+        if trace is not None:
+            trace.close()
+        return None
+    trace = traces[key]
+    if op == "hashes":
+        return {n: trace.hash_at(n) for n in arg}
+    if op == "proof":
+        return trace.proof_at(arg)
+    if op == "preimage":
+        return trace.preimage(arg)
+    if op == "claim":
+        return trace.claim_steps, trace.claim_hash
+    raise ValueError(f"unknown trace query {op!r}")
+
+
+class TraceHost:
+    """The agent's end of its trace process: queries go out without blocking (a queue's feeder thread writes
+    them, so even a model-sized `open` never waits for a busy process) and answers are collected each time
+    someone looks. The process starts on the first query and again after it died (`generation` counts its
+    lives, so traces know to reopen)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._process: BaseProcess | None = None
+        self._requests: Queue[Request | None] | None = None
+        self._answers: Queue[Answer] | None = None
+        self._waiting: dict[int, Callable[[bool, Any], None]] = {}
+        self._next = 0
+
+    def start(self) -> int:
+        """Start the process unless it runs; its generation (queries to an older one were lost)."""
+        self._ensure_running()
+        return self.generation
+
+    def ask(self, op: str, key: int, arg: Any, on_answer: Callable[[bool, Any], None]) -> None:
+        """Queue a query; `on_answer(ok, value)` runs in a later `collect()`."""
+        self._ensure_running()
+        assert self._requests is not None
+        self._next += 1
+        self._waiting[self._next] = on_answer
+        self._requests.put((self._next, op, key, arg))
+
+    def collect(self) -> None:
+        """Deliver every answer that arrived (never blocks); notice a dead process."""
+        if self._answers is None:
+            return
+        while True:
+            try:
+                ticket, ok, value = self._answers.get_nowait()
+            except queue.Empty:
+                break
+            callback = self._waiting.pop(ticket, None)
+            if callback is not None:
+                callback(ok, value)
+        if self._waiting and self._process is not None and not self._process.is_alive():
+            self._lost()
+
+    def pending(self) -> int:
+        """Queries not answered yet."""
+        return len(self._waiting)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def _ensure_running(self) -> None:
+        if self.running():
+            return
+        if self._process is not None:
+            self._lost()
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked VM mappings
+        self._requests, self._answers = context.Queue(), context.Queue()
+        self._requests.cancel_join_thread()  # never wait at exit to hand queries to a process that is gone
+        self._process = context.Process(
+            target=serve_traces, args=(self._requests, self._answers), name="rollml-traces", daemon=True
+        )
+        self._process.start()
+
+    def _lost(self) -> None:
+        """The process died (killed, out of memory): its answers will never come; traces reopen."""
+        self._waiting.clear()
+        self.generation += 1
+        self._process = self._requests = self._answers = None
+
+    def close(self) -> None:
+        """Stop the process (it closes its traces), killing it if it does not exit promptly."""
+        process, requests = self._process, self._requests
+        self._lost()  # a later query starts a new process, and traces reopen there
+        if process is None or requests is None:
+            return
+        with contextlib.suppress(Exception):
+            requests.put(None)
+        process.join(2.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class RemoteTrace(GameTrace):
+    """A `GameTrace` that lives in the agent's trace process, with the same queries: an answer that arrived
+    is returned (and kept: traces are deterministic); one that did not is asked for and `TraceBusy` is
+    raised, so the agent's tick goes on and the solver runs again on a later tick. `prefetch` asks for many
+    hashes in one query (a round's points). Only the queries are remote: the runs (`base`, `branch`) would
+    build here, and nothing in the agents uses them."""
+
+    def __init__(self, host: TraceHost, key: int, trace: GameTrace) -> None:
+        spec = (trace.model, trace.payload, trace.claimed_output_hash, trace.tamper, trace.forge)
+        super().__init__(*spec, trace.max_steps, trace.steps_hint)
+        self.host, self.key = host, key
+        self.spec = GameTrace(*spec, trace.max_steps, trace.steps_hint)  # what the trace process builds
+        self._generation = -1  # the host generation the trace was opened in
+        self._hashes: dict[int, bytes] = {}
+        self._proofs: dict[int, StepProof] = {}
+        self._preimages: dict[bytes, bytes] = {}
+        self._remote_claim: tuple[int, bytes] | None = None
+        self._asked: set[tuple[str, Any]] = set()
+        self._errors: list[str] = []
+
+    # -- the GameTrace queries -------------------------------------------------------------------------------
+    def hash_at(self, n: int) -> bytes:
+        self._sync()
+        if n not in self._hashes:
+            self.prefetch([n])
+            raise TraceBusy(f"hash at {n}")
+        return self._hashes[n]
+
+    def prefetch(self, points: Iterable[int]) -> None:
+        """Ask for the hashes at `points` that are neither known nor asked for, in one query."""
+        self._sync()
+        missing = sorted({n for n in points if n not in self._hashes and ("hash", n) not in self._asked})
+        if missing:
+            self._ask("hashes", missing, [("hash", n) for n in missing], self._hashes.update)
+
+    def proof_at(self, n: int) -> StepProof:
+        self._sync()
+        if n not in self._proofs:
+            self._ask_once("proof", n, lambda proof: self._proofs.__setitem__(n, proof))
+            raise TraceBusy(f"proof at {n}")
+        return self._proofs[n]
+
+    def preimage(self, key: bytes) -> bytes:
+        self._sync()
+        if key not in self._preimages:
+            self._ask_once("preimage", key, lambda data: self._preimages.__setitem__(key, data))
+            raise TraceBusy(f"preimage 0x{key.hex()}")
+        return self._preimages[key]
+
+    @property
+    def claim_steps(self) -> int:
+        return self._claimed()[0]
+
+    @property
+    def claim_hash(self) -> bytes:
+        return self._claimed()[1]
+
+    def _claimed(self) -> tuple[int, bytes]:
+        self._sync()
+        if self._remote_claim is None:
+            self._ask_once("claim", None, lambda claim: setattr(self, "_remote_claim", tuple(claim)))
+            raise TraceBusy("claim")
+        return self._remote_claim
+
+    def close(self) -> None:
+        """Free the trace in the trace process (the answers kept here stay valid)."""
+        if self._generation == self.host.generation and self.host.running():  # never start one to close
+            self.host.ask("close", self.key, None, lambda ok, value: None)
+        self._generation = -1
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Collect the answers that arrived; re-raise a failed query's error (once)."""
+        self.host.collect()
+        if self._generation != self.host.generation:
+            self._asked.clear()  # a new process: what the old one was asked is lost
+        if self._errors:
+            raise RuntimeError(f"trace process: {self._errors.pop(0)}")
+
+    def _ask_once(self, op: str, arg: Any, store: Callable[[Any], None]) -> None:
+        if (op, arg) not in self._asked:
+            self._ask(op, arg, [(op, arg)], store)
+
+    def _ask(self, op: str, arg: Any, tags: list[tuple[str, Any]], store: Callable[[Any], None]) -> None:
+        if self._generation != self.host.start():  # a new process (or the first): give it the trace
+            self.host.ask("open", self.key, self.spec, lambda ok, value: None)
+            self._generation = self.host.generation
+        self._asked.update(tags)
+
+        def answered(ok: bool, value: Any) -> None:
+            self._asked.difference_update(tags)
+            if ok:
+                store(value)
+            else:
+                self._errors.append(str(value))
+
+        self.host.ask(op, self.key, arg, answered)
