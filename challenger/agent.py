@@ -36,11 +36,12 @@ from eth_account.signers.local import LocalAccount
 from web3.contract.contract import Contract
 from web3.types import EventData
 
-from rollml.agent import PROPOSED, Agent, ModelStore, OnchainGame, receipt_events
+from rollml.agent import Agent, ModelStore, OnchainGame, receipt_events
 from rollml.chain import Chain
 from rollml.deploy import Deployment
 from rollml.dispute import GameStatus, GameView, Move, Role, Wait, next_move, watch_move
 from rollml.execution import Claim, GameTrace, Tamper, TamperKind, Verification, verify
+from rollml.sdk import RequestStatus
 from rollml.store import GameRole, GameRow, GameState, ResultRow, Store, Verdict
 
 
@@ -127,7 +128,11 @@ class Challenger(Agent):
     def start_verification(self, result: ResultRow) -> None:
         """Verify a result in the pool, unless it is settled already (history seen on a first start)."""
         status, current = self.request_status(result.request_id)
-        if status != PROPOSED or current != result.result_id or self.read_result(result.result_id)[3]:
+        if (
+            status != RequestStatus.PROPOSED
+            or current != result.result_id
+            or self.read_result(result.result_id)[3]
+        ):
             self.store.set_verdict(result.result_id, Verdict.UNKNOWN, "settled before we verified it")
             return
         request = self.store.request(result.request_id)
@@ -163,7 +168,7 @@ class Challenger(Agent):
             return
         status, current = self.request_status(result.request_id)
         _, posted_at, _, discarded = self.read_result(rid)
-        if status != PROPOSED or current != rid or discarded:
+        if status != RequestStatus.PROPOSED or current != rid or discarded:
             self.store.set_handled(rid, "no longer pending")
             return
         closes = posted_at + self.deployment.params.challenge_window

@@ -29,10 +29,6 @@ from web3.contract.contract import Contract
 from web3.types import EventData
 
 from rollml.agent import (
-    CANCELLED,
-    FINALIZED,
-    OPEN,
-    PROPOSED,
     Agent,
     ModelStore,
     receipt_events,
@@ -42,6 +38,7 @@ from rollml.chain import Chain
 from rollml.deploy import Deployment
 from rollml.dispute import GameView, Move, Role, next_move
 from rollml.execution import Execution, ExecutionError, GameTrace, Tamper, execute, tamper_cap
+from rollml.sdk import RequestStatus
 from rollml.store import ACTIVE_JOB_STATES, GameRole, GameRow, JobRow, JobState, RequestRow, Store
 
 MAX_ATTEMPTS = 3  # runs of one request before a crashing job is given up
@@ -132,7 +129,7 @@ class ProverNode(Agent):
     def start_job(self, job: JobRow) -> None:
         """Run a queued request in the pool unless it no longer needs a result."""
         status, _ = self.request_status(job.request_id)
-        if status in (FINALIZED, CANCELLED):
+        if status in (RequestStatus.FINALIZED, RequestStatus.CANCELLED):
             self.store.update_job(
                 job.request_id, state=JobState.CLOSED, reason="served or cancelled meanwhile"
             )
@@ -182,9 +179,9 @@ class ProverNode(Agent):
         status, result_id = self.request_status(job.request_id)
         if job.state == JobState.POSTED:
             self.advance_posted(job, status, result_id)
-        elif status == OPEN:
+        elif status == RequestStatus.OPEN:
             self.post(job)
-        elif status == PROPOSED:
+        elif status == RequestStatus.PROPOSED:
             prover = self.read_result(result_id)[0]
             if prover == self.address:  # posted before a crash: adopt it, never post twice
                 self.store.update_job(job.request_id, state=JobState.POSTED, result_id=result_id)
@@ -211,14 +208,14 @@ class ProverNode(Agent):
 
     def advance_posted(self, job: JobRow, status: int, result_id: int) -> None:
         """Our result: finalize it after the window, or notice it was discarded."""
-        if job.result_id != result_id or status == OPEN:
+        if job.result_id != result_id or status == RequestStatus.OPEN:
             self.store.update_job(job.request_id, state=JobState.LOST, reason="our result was discarded")
             self.emit("result_lost", logging.WARNING, request=job.request_id, result=job.result_id)
             return
-        if status == FINALIZED:
+        if status == RequestStatus.FINALIZED:
             self.store.update_job(job.request_id, state=JobState.FINALIZED)
             return
-        if status != PROPOSED:
+        if status != RequestStatus.PROPOSED:
             self.store.update_job(
                 job.request_id, state=JobState.CLOSED, reason=f"request {status_name(status)}"
             )

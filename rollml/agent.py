@@ -63,15 +63,16 @@ from rollml.dispute import (
     dissection_points,
 )
 from rollml.execution import GameTrace, RemoteTrace, TraceBusy, TraceHost, exit_with_parent
+from rollml.sdk import RequestStatus
 from rollml.store import GameRow, GameState, RequestRow, Store
-
-REQUEST_STATUS = ("None", "Open", "Proposed", "Finalized", "Cancelled")  # IInferenceMarket.RequestStatus
-OPEN, PROPOSED, FINALIZED, CANCELLED = 1, 2, 3, 4
 
 
 def status_name(status: int) -> str:
-    """The `RequestStatus` name of a status number."""
-    return REQUEST_STATUS[status] if 0 <= status < len(REQUEST_STATUS) else str(status)
+    """The `RequestStatus` name of a status number ("Open", "Proposed", ...)."""
+    try:
+        return RequestStatus(status).name.title()
+    except ValueError:
+        return str(status)
 
 
 # --------------------------------------------------------------------------------------------------------

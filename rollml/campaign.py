@@ -47,7 +47,7 @@ from mipsvm.state import State
 from mipsvm.step import step as reference_step
 from mipsvm.witness import PROOF_SIZE, StepProof
 from node.prover import ProverNode
-from rollml.agent import FINALIZED, OPEN, PROPOSED, Agent, ModelStore, game_report, play_until
+from rollml.agent import Agent, ModelStore, game_report, play_until
 from rollml.chain import Chain, ChainError
 from rollml.deploy import DEV_ARITY, DEV_MOVE_TIMEOUT, DEV_PARAMS, Contracts, Deployment, deploy
 from rollml.dispute import GameStatus, GameView, Move, Pick, Turn, Wait, rounds_needed
@@ -64,6 +64,7 @@ from rollml.execution import (
     tampered_claim,
     verify,
 )
+from rollml.sdk import RequestStatus
 from rollml.store import GameRow
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -597,9 +598,9 @@ def market_invariant(
     for ev in chain.events(contracts.market, "InferenceRequested", first_block):
         req = chain.call(market.getRequest(ev["args"]["requestId"]))
         accounts.add(str(req[0]))
-        if int(req[2]) in (OPEN, PROPOSED):
+        if int(req[2]) in (RequestStatus.OPEN, RequestStatus.PROPOSED):
             owed += int(req[4])
-        if int(req[2]) == PROPOSED:
+        if int(req[2]) == RequestStatus.PROPOSED:
             owed += params.prover_bond
     for ev in chain.events(contracts.market, "ResultChallenged", first_block):
         accounts.add(str(ev["args"]["challenger"]))
@@ -901,7 +902,7 @@ class FaultRun:
             self.post_first()
             self.play_game()
             self.result.problems += [f"after the game: {p}" for p in self.funds_now()]
-            self.play(self.agents, lambda: self.request_status() == FINALIZED)
+            self.play(self.agents, lambda: self.request_status() == RequestStatus.FINALIZED)
             self.check()
         except Exception as exc:
             self.result.error = f"{type(exc).__name__}: {exc}"
@@ -931,7 +932,7 @@ class FaultRun:
     def post_first(self) -> None:
         """The liar prover posts first (its wrong result is the fault); else the honest node does."""
         poster: Agent = self.liar if self.setup.liar == Side.PROVER else self.node
-        self.play([poster], lambda: self.request_status() == PROPOSED, idle=False)
+        self.play([poster], lambda: self.request_status() == RequestStatus.PROPOSED, idle=False)
 
     def play_game(self) -> None:
         if self.setup.outage_after is not None:
