@@ -267,7 +267,7 @@ class Game:
 
     def unrecorded_txs(self) -> int:
         """Transactions of the honest account mined but missing from its store: kills that landed between
-        sending a transaction and recording it (reported, not asserted: the kill moments are random)."""
+        sending a transaction and recording it (at least one per in-flight kill; timed kills are random)."""
         from rollml.store import Store
 
         chain, first = self.setup.chain, self.setup.deployment.block
@@ -367,7 +367,8 @@ def test_honest_challenger_daemon_survives_kills_and_wins(
         game.liar.close()
 
     assert len(game.kills_done) == len(kills) and game.daemon.starts == len(kills) + 1
-    assert unrecorded == game.in_flight_kills > 0  # the in-flight kills hit between sending and recording
+    # each in-flight kill hit between sending and recording; a timed kill may land there too (under load)
+    assert unrecorded >= game.in_flight_kills > 0
     assert last["txs"] == 0 and last["errors"] == 0, last
     (res,) = game.market("ChallengeResolved")
     assert res["proposerWon"] is False, "the honest challenger lost"
@@ -403,7 +404,8 @@ def test_honest_node_daemon_survives_kills_wins_and_finalizes(
         game.liar.close()
 
     assert len(game.kills_done) == len(kills) and game.daemon.starts == len(kills) + 1
-    assert unrecorded == game.in_flight_kills > 0  # the in-flight kills hit between sending and recording
+    # each in-flight kill hit between sending and recording; a timed kill may land there too (under load)
+    assert unrecorded >= game.in_flight_kills > 0
     assert last["txs"] == 0 and last["errors"] == 0, last
     (res,) = game.market("ChallengeResolved")
     assert res["proposerWon"] is True, "the honest node lost"
