@@ -114,7 +114,11 @@ class ModelStore:
         store = cls()
         log = logger or logging.getLogger("rollml.models")
         for path in sorted(Path(directory).glob("*.mlkit")):
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # a directory or an unreadable file: skipped like a malformed one
+                log_event(log, "model_rejected", logging.ERROR, file=path, reason=f"unreadable: {exc}")
+                continue
             mid, named = model_id(data), _id_in_name(path)
             try:
                 decode_model(data)

@@ -353,6 +353,7 @@ def test_malformed_model_files_are_one_clear_error_at_every_entry_point(
     with pytest.raises(ExecutionError):
         execute(model, tiny_input())
     (tmp_path / "bad.mlkit").write_bytes(model)
+    (tmp_path / "a directory.mlkit").mkdir(exist_ok=True)
     assert ModelStore.from_dir(tmp_path).ids() == []
 
 
