@@ -305,8 +305,9 @@ def latent(seed: int = 0, batch: int = 1) -> np.ndarray:
     return torch.randn(batch, NZ, 1, 1, generator=gen).numpy()
 
 
-def save_png(output: Any, path: str | Path) -> Path:
-    """Save a generator output (1 x 3 x H x W or 3 x H x W, values in [-1, 1]) as an RGB PNG."""
+def save_png(output: Any, path: str | Path, scale: int = 1) -> Path:
+    """Save a generator output (1 x 3 x H x W or 3 x H x W, values in [-1, 1]) as an RGB PNG, each pixel
+    drawn as a `scale` x `scale` block (a 32 x 32 image is hard to see at its own size)."""
     from PIL import Image
 
     arr = np.asarray(output, dtype=np.float32)
@@ -317,6 +318,7 @@ def save_png(output: Any, path: str | Path) -> Path:
     if arr.ndim != 3 or arr.shape[0] not in (1, 3):
         raise ValueError(f"save_png expects 3 x H x W (or 1 x 3 x H x W), got shape {arr.shape}")
     pixels = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
     if pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     path = Path(path)

@@ -320,7 +320,7 @@ class Demo:
         output = self.client.output_bytes(rid)
         owner = self.chain.call(nft.functions.ownerOf(rid))
         minted_hash = bytes(self.chain.call(nft.functions.outputHashOf(rid)))
-        png = save_png(decode_payload(output)[0], self.out_dir / f"gan-nft-{rid}.png")
+        png = save_png(decode_payload(output)[0], self.out_dir / f"gan-nft-{rid}.png", scale=8)
         self.console.print(f"  NFT {rid} minted to {owner}, output hash 0x{minted_hash.hex()}")
         self.console.print(f"  image written to {png}")
         ok = (
