@@ -141,10 +141,10 @@ class ProverNode(Agent):
             return
         tamper = Tamper.from_json(job.tamper) if job.tamper else None
         self.store.update_job(job.request_id, state=JobState.RUNNING, attempts=job.attempts + 1)
+        self.emit("job_running", request=job.request_id)  # before submit: without workers it runs inline
         self.pool.submit(
             job.request_id, execute, model, request.input, tamper, self.deployment.params.max_steps
         )
-        self.emit("job_running", request=job.request_id)
 
     def job_executed(self, request_id: int, execution: Execution | None, exc: BaseException | None) -> None:
         if execution is None:
