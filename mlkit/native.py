@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,7 +44,12 @@ class MlkitError(RuntimeError):
 @functools.cache
 def library() -> ctypes.CDLL:
     """The native library (built on first use, cached on disk)."""
-    lib = ctypes.CDLL(str(build_native()))
+    return load_library(build_native())
+
+
+def load_library(path: str | os.PathLike[str]) -> ctypes.CDLL:
+    """A build of the runtime at `path` with its C signatures declared and its ABI version checked."""
+    lib = ctypes.CDLL(str(path))
     u8p = ctypes.POINTER(ctypes.c_uint8)
     lib.mlkit_run.argtypes = [
         ctypes.c_char_p,
@@ -76,9 +82,10 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def run_code(model: bytes, payload: bytes) -> tuple[int, bytes]:
-    """(return code, output bytes) of a run; the output is empty unless the code is 0."""
-    lib = library()
+def run_code(model: bytes, payload: bytes, lib: ctypes.CDLL | None = None) -> tuple[int, bytes]:
+    """(return code, output bytes) of a run (on `library()` unless another build is given); the output is
+    empty unless the code is 0."""
+    lib = lib or library()
     out = ctypes.POINTER(ctypes.c_uint8)()
     out_len = ctypes.c_size_t(0)
     rc = lib.mlkit_run_alloc(

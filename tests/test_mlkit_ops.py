@@ -338,30 +338,11 @@ def test_gpt2_generate(tiny_gpt2: Any) -> None:
 # --------------------------------------------------------------------------------------------------------
 @functools.cache
 def soft_dot_library() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(build_native(["MLK_SOFT_DOT"])))
-    u8p = ctypes.POINTER(ctypes.c_uint8)
-    lib.mlkit_run_alloc.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.POINTER(u8p),
-        ctypes.POINTER(ctypes.c_size_t),
-    ]
-    lib.mlkit_run_alloc.restype = ctypes.c_int
-    lib.mlkit_free.argtypes = [ctypes.c_void_p]
-    lib.mlkit_free.restype = None
-    return lib
+    return native.load_library(build_native(["MLK_SOFT_DOT"]))
 
 
 def run_soft_dot(model: bytes, payload: bytes) -> tuple[int, bytes]:
-    lib = soft_dot_library()
-    out, n = ctypes.POINTER(ctypes.c_uint8)(), ctypes.c_size_t(0)
-    rc = lib.mlkit_run_alloc(model, len(model), payload, len(payload), ctypes.byref(out), ctypes.byref(n))
-    try:
-        return rc, ctypes.string_at(out, n.value) if rc == 0 else b""
-    finally:
-        lib.mlkit_free(out)
+    return native.run_code(model, payload, soft_dot_library())
 
 
 def run_both(model: bytes, payload: bytes) -> bytes:
