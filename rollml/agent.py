@@ -63,7 +63,7 @@ from rollml.dispute import (
     dissection_points,
 )
 from rollml.execution import GameTrace, RemoteTrace, TraceBusy, TraceHost, exit_with_parent
-from rollml.sdk import RequestStatus
+from rollml.sdk import RequestStatus, game_status
 from rollml.store import GameRow, GameState, RequestRow, Store
 
 
@@ -322,7 +322,7 @@ def game_report(chain: Chain, contracts: Contracts, game_id: int, from_block: in
         txs.append(
             GameTx(kind, str(receipt["from"]), int(receipt["gasUsed"]), "0x" + ev["transactionHash"].hex())
         )
-    status = GameStatus(chain.call(contracts.game.functions.getGame(game_id))[3])
+    status = game_status(chain, contracts, game_id)
     rounds = sum(1 for t in txs if t.kind == "dissect")
     return GameReport(game_id, status, by_timeout, rounds, tuple(txs))
 
@@ -550,7 +550,7 @@ class Agent:
             self.trace_busy(row, game.view)
             return
         if isinstance(move, Step | ClaimTimeout):  # moves that end the game: record the end at once
-            status = GameStatus(self.chain.call(self.contracts.game.functions.getGame(row.game_id))[3])
+            status = game_status(self.chain, self.contracts, row.game_id)
             if status != GameStatus.ACTIVE:
                 self.close_game(row, status)
 

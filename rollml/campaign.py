@@ -64,7 +64,7 @@ from rollml.execution import (
     tampered_claim,
     verify,
 )
-from rollml.sdk import RequestStatus
+from rollml.sdk import RequestStatus, game_status, request_status
 from rollml.store import GameRow
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -861,14 +861,14 @@ class FaultRun:
 
     # -- reading the chain -----------------------------------------------------------------------------------
     def request_status(self) -> int:
-        return int(self.chain.call(self.contracts.market.functions.getRequest(self.request_id))[2])
+        return request_status(self.chain, self.contracts, self.request_id)
 
     def game_id(self) -> int | None:
         evs = self.chain.events(self.contracts.market, "ResultChallenged", self.first_block)
         return int(evs[0]["args"]["gameId"]) if evs else None
 
     def game_status(self, gid: int) -> GameStatus:
-        return GameStatus(int(self.chain.call(self.contracts.game.functions.getGame(gid))[3]))
+        return game_status(self.chain, self.contracts, gid)
 
     def game_over(self) -> bool:
         gid = self.game_id()

@@ -38,7 +38,7 @@ from rollml.agent import Agent, ModelStore, TickStats, game_report, play_until
 from rollml.chain import Chain
 from rollml.deploy import Contracts, deploy, register_model
 from rollml.dispute import GameStatus
-from rollml.sdk import Client, RequestStatus
+from rollml.sdk import Client, RequestStatus, game_status, request_status
 
 GAN_SEED = 2026  # the NFT's latent seed
 DIGIT_INDEX = {"dishonest-prover": 3, "dishonest-challenger": 11}  # which test digit each scenario classifies
@@ -234,7 +234,7 @@ class Demo:
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def request_status(self, request_id: int) -> RequestStatus:
-        return RequestStatus(int(self.chain.call(self.contracts.market.functions.getRequest(request_id))[2]))
+        return request_status(self.chain, self.contracts, request_id)
 
     def join(self, agent: Agent) -> None:
         """A dishonest party enters at its scenario: it reads the chain from the current block on."""
@@ -396,7 +396,7 @@ class Demo:
         )
 
     def game_status(self, game_id: int) -> GameStatus:
-        return GameStatus(int(self.chain.call(self.contracts.game.functions.getGame(game_id))[3]))
+        return game_status(self.chain, self.contracts, game_id)
 
     def close(self) -> None:
         for a in (self.node, self.challenger, self.liar, self.troll):

@@ -104,6 +104,16 @@ def _jsonable(value: Any) -> Any:
 Inputs = bytes | npt.NDArray[Any] | Sequence[npt.NDArray[Any]]
 
 
+def request_status(chain: Chain, contracts: Contracts, request_id: int) -> RequestStatus:
+    """The on-chain status of a request (`getRequest(...).status`)."""
+    return RequestStatus(int(chain.call(contracts.market.functions.getRequest(request_id))[2]))
+
+
+def game_status(chain: Chain, contracts: Contracts, game_id: int) -> GameStatus:
+    """The on-chain status of a dispute game (`getGame(...).status`)."""
+    return GameStatus(int(chain.call(contracts.game.functions.getGame(game_id))[3]))
+
+
 def input_payload(inputs: Inputs) -> bytes:
     """Payload bytes as given, or the mlkit input payload of one array or a sequence of arrays."""
     from mlkit.io import encode_payload
