@@ -34,6 +34,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -346,7 +347,7 @@ class TickStats:
     moves: list[str] = field(default_factory=list)
 
 
-class Agent:
+class Agent(ABC):
     """The base of `node.prover.ProverNode` and `challenger.agent.Challenger` (see the module docstring).
 
     Subclasses name the events they watch (`watched_events`), handle them (`on_<EventName>`), advance their
@@ -478,12 +479,13 @@ class Agent:
             self.emit("request_seen", request=row.request_id, model_id=row.model_id, bytes=len(row.input))
             self.on_new_request(row)
 
-    def on_new_request(self, row: RequestRow) -> None:
+    def on_new_request(self, row: RequestRow) -> None:  # noqa: B027 (an optional hook: only the node acts)
         """A request seen for the first time (the node queues a job)."""
 
     # -- own work --------------------------------------------------------------------------------------------
+    @abstractmethod
     def advance(self) -> None:
-        """Advance the agent's own work (jobs, verifications); overridden."""
+        """Advance the agent's own work (the node's jobs, the challenger's verifications)."""
 
     # -- transactions ----------------------------------------------------------------------------------------
     def send(
@@ -558,8 +560,9 @@ class Agent:
         """A hook before deciding (the challenger's refunds); True if it acted instead of moving."""
         return False
 
+    @abstractmethod
     def decide(self, row: GameRow, view: GameView, now: int) -> Move:
-        raise NotImplementedError
+        """Our next move in a game (each agent asks `rollml.dispute` in its own role)."""
 
     def trace_busy(self, row: GameRow, view: GameView) -> None:
         """Our trace process is still computing what the solver needs (the first query builds the trace):
@@ -583,8 +586,9 @@ class Agent:
             self.emit("trace_ready", game=row.game_id, role=row.role)
         return trace
 
+    @abstractmethod
     def build_trace(self, row: GameRow) -> GameTrace:
-        raise NotImplementedError
+        """The trace we play in a game: its model, input and claimed output hash, with our tamper if any."""
 
     def send_move(self, row: GameRow, move: Move) -> None:
         """Send what the solver decided (nothing for `Wait`)."""
