@@ -1,5 +1,5 @@
 """Load benchmark: N MNIST requests queued at once against ONE `rollml node` daemon on anvil, every one
-finalized; throughput, latency percentiles, gas and the node's peak memory (see rollml/loadtest.py).
+finalized; throughput, latency percentiles, gas and the node's peak memory (see rollml/harness/loadtest.py).
 
     python3 bench/load.py                     # 200 requests, a table
     python3 bench/load.py --requests 50 --json
@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rollml.loadtest import LoadConfig, LoadResult, run_load  # noqa: E402
+from rollml.harness.loadtest import LoadConfig, LoadResult, run_load  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def main() -> int:
         if args.rpc:
             result = run_load(args.rpc, Path(tmp), config, log)
         else:
-            from rollml.devnet import Anvil, anvil_missing
+            from rollml.core.devnet import Anvil, anvil_missing
 
             missing = anvil_missing()
             if missing:

@@ -1,4 +1,6 @@
-"""Constants of the VM spec (docs/vm-spec.md). The Solidity verifier declares the same values."""
+"""Constants of the VM spec (docs/vm-spec.md). The C definition of the guest ABI among them is
+`mipsvm/csrc/vmabi.h` (checked against this file by tests/mipsvm/test_vmabi.py); the Solidity verifier
+declares the same values."""
 
 from __future__ import annotations
 
@@ -60,7 +62,13 @@ FD_PREIMAGE_KEY = 6
 KEY_TYPE_LOCAL = 1
 KEY_TYPE_KECCAK = 2
 MAX_PREIMAGE = 16384
-CHUNK = 16384
+LOCAL_VALUE_SIZE = 32  # every local datum is 32 bytes
 LOCAL_MODEL_ID = 1
 LOCAL_INPUT_ID = 2
 LOCAL_OUTPUT_HASH = 3
+LOCAL_EXEC_RECORD = 4  # the node guest (split game): the keccak key of the execution record
+
+# Blobs (spec section 6, "Blobs").
+CHUNK = 16384  # a data chunk holds at most this many bytes
+KEYS_PER_NODE = 512  # a level k+1 node holds up to 512 keys (16384 bytes)
+MAX_MANIFEST_KEYS = 511  # the top level has at most 511 nodes, so the manifest fits 16384 bytes

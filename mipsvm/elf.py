@@ -35,7 +35,9 @@ class ElfError(ValueError):
 class Program:
     state: State  # the initial state, `mem_root` set
     memory: Memory
-    text_ranges: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of executable segments
+    # [start, end) of the file-backed part of the executable segments: the code the fast executor runs on
+    # Unicorn (the zero-filled rest, .bss, is data there; code anywhere runs, on the reference stepper)
+    text_ranges: list[tuple[int, int]] = field(default_factory=list)
     entry: int = 0
 
 
@@ -73,8 +75,8 @@ def load_elf(source: str | os.PathLike[str] | bytes) -> Program:
             )
         memory.write(vaddr, data[offset : offset + filesz])
         _zero(memory, vaddr + filesz, end)
-        if h["p_flags"] & P_FLAGS.PF_X:
-            text_ranges.append((vaddr, end))
+        if h["p_flags"] & P_FLAGS.PF_X and filesz:
+            text_ranges.append((vaddr, vaddr + filesz))
 
     state = State(pc=entry, next_pc=(entry + 4) & 0xFFFFFFFF, heap=HEAP_START)
     state.regs[29] = STACK_TOP - 16  # argc, argv, envp, auxv: the zero words at sp

@@ -7,12 +7,16 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from mipsvm.constants import CHUNK, KEY_TYPE_KECCAK, KEY_TYPE_LOCAL, MAX_PREIMAGE
+from mipsvm.constants import (
+    CHUNK,
+    KEY_TYPE_KECCAK,
+    KEY_TYPE_LOCAL,
+    KEYS_PER_NODE,
+    LOCAL_VALUE_SIZE,
+    MAX_MANIFEST_KEYS,
+    MAX_PREIMAGE,
+)
 from mipsvm.hashing import keccak256
-
-LOCAL_VALUE_SIZE = 32  # every local datum is 32 bytes (spec section 6)
-KEYS_PER_NODE = 512  # a level k+1 node holds up to 512 keys (16384 bytes)
-MAX_MANIFEST_KEYS = 511  # the top level has at most 511 nodes, so the manifest fits 16384 bytes
 
 
 class PreimageMissing(LookupError):

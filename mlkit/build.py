@@ -3,9 +3,12 @@
 - `build_mips(out_path)`: the guest program of the rollml VM, a static big-endian MIPS32 ELF built with
   `mips-linux-gnu-gcc`, soft-float (every float operation is a call into softfloat.c), freestanding (no libc,
   no libgcc), and reproducible: no build id, no timestamps, no paths, so a rebuild with the same compiler
-  gives the same bytes. `python3 -m mlkit.build` writes the committed artifact `mlkit/guest/mlkit.elf`.
+  gives the same bytes. `python3 -m mlkit.build` writes the committed artifacts `mlkit/guest/mlkit.elf` and
+  `mlkit/guest/mlkit-exec.elf` (the split game's node guest: the same sources with schedule.c and exec.c,
+  built with -DMLKIT_EXEC). The guests take the VM's syscall numbers, file descriptors and blob sizes from
+  `mipsvm/csrc/vmabi.h`.
 - `build_native()`: the host shared library (same graph/ops code, the host FPU) for `mlkit.native`, cached
-  by `rollml.native.build_shared`.
+  by `mipsvm.native.build_shared`.
 
 Also here: the disassembly checks the tests run on the guest (no FPU instruction, no undefined symbol, only
 instructions of docs/vm-spec.md section 5).
@@ -22,13 +25,18 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mipsvm import ABI_HEADER
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR / "csrc"
 GUEST_ELF = PACKAGE_DIR / "guest" / "mlkit.elf"
+EXEC_GUEST_ELF = PACKAGE_DIR / "guest" / "mlkit-exec.elf"  # the node guest of the split game
 
 COMMON_SOURCES = ("graph.c", "ops.c", "keccak.c", "softfloat.c", "mathf.c")
+SPLIT_SOURCES = ("schedule.c", "exec.c")  # the split game's executions (the node guest, the native states)
 GUEST_SOURCES = ("guest.c", *COMMON_SOURCES)
-NATIVE_SOURCES = ("host.c", *COMMON_SOURCES)
+EXEC_GUEST_SOURCES = ("guest.c", *COMMON_SOURCES, *SPLIT_SOURCES)
+NATIVE_SOURCES = ("host.c", *COMMON_SOURCES, *SPLIT_SOURCES)
 HEADERS = ("mlkit.h", "softfloat.h", "mathf.h")
 LINKER_SCRIPT = "guest.ld"
 
@@ -99,31 +107,40 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def build_mips(out_path: str | os.PathLike[str]) -> Path:
-    """Build the MIPS guest ELF at `out_path` (deterministic: same compiler, same bytes)."""
+def build_mips(out_path: str | os.PathLike[str], node_guest: bool = False) -> Path:
+    """Build the MIPS guest ELF at `out_path` (deterministic: same compiler, same bytes): the whole-run guest,
+    or with `node_guest` the split game's node guest (the same sources and schedule.c, exec.c, built with
+    -DMLKIT_EXEC)."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sources = EXEC_GUEST_SOURCES if node_guest else GUEST_SOURCES
+    name_out = "mlkit-exec.elf" if node_guest else "mlkit.elf"
     with tempfile.TemporaryDirectory(prefix="mlkit-build-") as tmp:
         # compile from a copy in a fixed-name directory with relative names: no path reaches the output
         src = Path(tmp) / "csrc"
         src.mkdir()
-        for name in (*GUEST_SOURCES, *HEADERS, LINKER_SCRIPT):
+        for name in (*sources, *HEADERS, LINKER_SCRIPT):
             shutil.copyfile(CSRC / name, src / name)
+        vm_include = Path(tmp) / "mipsvm"  # the VM's ABI header (mipsvm/csrc), an include dir of its own
+        vm_include.mkdir()
+        shutil.copyfile(ABI_HEADER, vm_include / ABI_HEADER.name)
         cmd = [
             MIPS_CC,
             *MIPS_CFLAGS,
             f"-ffile-prefix-map={src}=.",
+            "-I../mipsvm",
+            *(["-DMLKIT_EXEC"] if node_guest else []),
             "-T",
             LINKER_SCRIPT,
             "-o",
-            "mlkit.elf",
-            *GUEST_SOURCES,
+            name_out,
+            *sources,
         ]
         _run(cmd, cwd=src)
         fd, staged = tempfile.mkstemp(prefix=".mlkit-", suffix=".elf", dir=out.parent)
         os.close(fd)
         try:
-            shutil.copyfile(src / "mlkit.elf", staged)
+            shutil.copyfile(src / name_out, staged)
             os.chmod(staged, 0o644)
             os.replace(staged, out)
         finally:
@@ -136,7 +153,7 @@ def build_native(defines: Sequence[str] = ()) -> Path:
     """Build (or reuse from the cache) the host shared library; returns its path. `defines` are extra
     preprocessor macros, e.g. "MLK_SOFT_DOT": the integer dot-product kernel of the MIPS build instead of
     the FPU loop (the tests compare the two)."""
-    from rollml.native import build_shared
+    from mipsvm.native import build_shared
 
     flags = [*NATIVE_CFLAGS, *(f"-D{d}" for d in defines)]
     if sys.platform != "darwin" and os.uname().machine in ("i386", "i686"):
@@ -206,9 +223,10 @@ def compiler_ident() -> str:
 
 
 def main() -> None:
-    out = build_mips(GUEST_ELF)
-    print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
-    print(f"  {out.stat().st_size} bytes, {compiler_ident()}")
+    for path, node_guest in ((GUEST_ELF, False), (EXEC_GUEST_ELF, True)):
+        out = build_mips(path, node_guest)
+        print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+        print(f"  {out.stat().st_size} bytes, {compiler_ident()}")
 
 
 if __name__ == "__main__":

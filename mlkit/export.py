@@ -12,13 +12,26 @@ Two exporters share one small graph builder (`Graph`):
 - `export_gpt2(model, ...)`: a `transformers.GPT2LMHeadModel` -> mlkit's embedding, layernorm, linear,
   causal attention (with KV cache), gelu and argmax ops, either in generate mode (greedy generation of N
   tokens from a prompt: the runtime feeds one token per step) or as a plain model returning the logits of a
-  fixed-length token sequence.
+  fixed-length token sequence. The graph is built from a config and a state dict of numpy arrays
+  (`gpt2_spec`, `gpt2_weights_graph`), so a checkpoint read from disk (`mlkit.hf_import`) takes the same path.
+- `export_quantized(module, example_input, calibration)`: an int8 model (docs/model-format.md, "Quantized
+  models") by post-training static quantization: the module goes to ONNX, onnxruntime's `quantize_static`
+  calibrates and quantizes it in the QDQ form (`qdq_onnx`, the calibration is described there), and
+  `mlkit.onnx_import` turns that into mlkit's 8-bit ops. The mlkit model computes what onnxruntime computes
+  on the same QDQ file, within the requantization rounding (tests/mlkit/test_quantized.py).
+
+Every model they write is planned for the split dispute game (`mlkit.plan.bound_executions`): a node whose
+execution would need too many VM steps is split into tiles joined by `concat` nodes, computing the same bits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +71,7 @@ class Graph:
         return tuple(self.builder.tensors[tid].shape)
 
     def dtype(self, tid: int) -> str:
-        return "i32" if self.builder.tensors[tid].dtype == fmt.DType.I32 else "f32"
+        return str(self.builder.tensors[tid].dtype.value)
 
     def add_input(self, shape: Sequence[int], dtype: str = "f32") -> int:
         try:
@@ -67,7 +80,7 @@ class Graph:
             raise ExportError(f"model input: {exc}") from None
 
     def const(self, array: Any, dtype: str = "f32") -> int:
-        """A constant tensor (float32 or int32); a 0-d array becomes shape (1,)."""
+        """A constant tensor (float32, or int32, int8, uint8); a 0-d array becomes shape (1,)."""
         data = np.asarray(array, dtype=np.float32 if dtype == "f32" else np.int64)
         if data.ndim == 0:
             data = data.reshape(1)
@@ -104,13 +117,17 @@ class Graph:
         return out
 
     def to_bytes(self) -> bytes:
+        """The model file, planned for the split game (mlkit.plan: big nodes split into tiles, the same
+        output bits)."""
+        from mlkit.plan import bound_executions
+
         try:
-            return self.builder.to_bytes()
+            return fmt.encode_model(bound_executions(self.builder.build()))
         except fmt.ModelFormatError as exc:
             raise ExportError(str(exc)) from None
 
 
-_DTYPES = {"f32": fmt.DType.F32, "i32": fmt.DType.I32}
+_DTYPES = {"f32": fmt.DType.F32, "i32": fmt.DType.I32, "i8": fmt.DType.I8, "u8": fmt.DType.U8}
 
 
 def np_of(t: Any) -> np.ndarray:
@@ -181,7 +198,7 @@ def emit_pool(
     ints = [kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1]]
     if op == "avgpool2d":
         ints.append(1 if count_include_pad else 0)
-    return g.node(op, [x], shape, ints=ints)
+    return g.node(op, [x], shape, dtype=g.dtype(x), ints=ints)
 
 
 def emit_linear(g: Graph, x: int, w: np.ndarray, b: np.ndarray | None) -> int:
@@ -232,6 +249,67 @@ def emit_transpose(g: Graph, x: int, perm: Sequence[int]) -> int:
     if perm == list(range(len(shape))):
         return x
     return g.node("transpose", [x], [shape[p] for p in perm], dtype=g.dtype(x), ints=perm)
+
+
+def requant_params(m: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The integer requantization of real multipliers m (> 0; one per output channel, or one):
+    int32 (mult, shift) with m ~= mult * 2^-shift, mult in [2^30, 2^31) (31 significant bits) and shift in
+    0..62 (docs/model-format.md, "Quantized models"). Computed from m's float64 value, exactly as written
+    there, so every exporter gives the same integers for the same scales."""
+    mults, shifts = [], []
+    for v in np.atleast_1d(np.asarray(m, dtype=np.float64)).ravel():
+        if not np.isfinite(v) or v <= 0:
+            raise ExportError(f"requantization multiplier {v} must be finite and > 0")
+        frac, exp = np.frexp(v)  # v = frac * 2^exp, frac in [0.5, 1)
+        mult, shift = int(np.rint(frac * 2.0**31)), 31 - int(exp)
+        if mult == 1 << 31:
+            mult, shift = 1 << 30, shift - 1
+        if shift > fmt.MAX_SHIFT:  # tiny multipliers: fewer significant bits
+            mult, shift = int(np.rint(mult / 2.0 ** (shift - fmt.MAX_SHIFT))), fmt.MAX_SHIFT
+        if shift < 0:
+            raise ExportError(f"requantization multiplier {v} is too large (>= 2^31)")
+        mults.append(mult)
+        shifts.append(shift)
+    return np.array(mults, np.int32), np.array(shifts, np.int32)
+
+
+def emit_quantize(g: Graph, x: int, scale: float, zero_point: int, dtype: str) -> int:
+    ints = (int(zero_point), fmt.DTYPE_CODES[_DTYPES[dtype]])
+    return g.node("quantize", [x], g.shape(x), dtype=dtype, ints=ints, floats=(float(scale),))
+
+
+def emit_dequantize(g: Graph, x: int, scale: float, zero_point: int) -> int:
+    return g.node("dequantize", [x], g.shape(x), ints=(int(zero_point),), floats=(float(scale),))
+
+
+def emit_qop(
+    g: Graph,
+    op: str,
+    x: int,
+    w: np.ndarray,
+    w_dtype: str,
+    bias: np.ndarray,
+    m: Any,
+    zero_points: Sequence[int],
+    y_dtype: str,
+    stride: Sequence[int] = (1, 1),
+    pad: Sequence[int] = (0, 0),
+) -> int:
+    """qlinear (w [n, k]) or qconv2d (w [oc, c, kh, kw]) of the 8-bit x, with int32 bias [n] and the real
+    requantization multipliers m (x_scale * w_scale / y_scale, per output channel or one);
+    zero_points = (x, w, y)."""
+    mult, shift = requant_params(m)
+    ins = [x, g.const(w, w_dtype), g.const(np.asarray(bias, np.int64), "i32"), g.const(mult, "i32")]
+    ins.append(g.const(shift, "i32"))
+    code = fmt.DTYPE_CODES[_DTYPES[y_dtype]]
+    zps = tuple(int(z) for z in zero_points)
+    n = w.shape[0]
+    if op == "qlinear":
+        return g.node(op, ins, (*g.shape(x)[:-1], n), dtype=y_dtype, ints=(*zps, code))
+    b, _, h, wd = g.shape(x)
+    _, _, kh, kw = w.shape
+    shape = (b, n, conv_out(h, kh, stride[0], pad[0]), conv_out(wd, kw, stride[1], pad[1]))
+    return g.node(op, ins, shape, dtype=y_dtype, ints=(*stride, *pad, *zps, code))
 
 
 def last_axis(axis: int | None, rank: int, what: str) -> None:
@@ -717,18 +795,73 @@ def export_gpt2(model: Any, mode: str = "generate", seq_len: int | None = None, 
 def gpt2_graph(model: Any, mode: str = "generate", seq_len: int | None = None, eos: int = -1) -> Graph:
     if type(model).__name__ != "GPT2LMHeadModel":
         raise ExportError(f"export_gpt2 takes a GPT2LMHeadModel, got {type(model).__name__}")
-    cfg = model.config
-    act = getattr(cfg, "activation_function", "gelu_new")
+    weights = {k.removeprefix("transformer."): np_of(v) for k, v in model.state_dict().items()}
+    return gpt2_weights_graph(gpt2_spec(model.config.to_dict()), weights, mode, seq_len, eos)
+
+
+@dataclass(frozen=True)
+class Gpt2Spec:
+    """The GPT-2 hyper-parameters the graph needs (transformers' `GPT2Config` names)."""
+
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_inner: int
+    layer_norm_epsilon: float
+
+
+def gpt2_spec(cfg: Mapping[str, Any]) -> Gpt2Spec:
+    """Check a GPT-2 config (a `GPT2Config.to_dict()` or a config.json) for what mlkit can run."""
+    act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ExportError(f"unsupported GPT-2 activation {act!r} (mlkit has the tanh-approximation GELU)")
-    if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(
-        cfg, "reorder_and_upcast_attn", False
-    ):
+    if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("reorder_and_upcast_attn"):
         raise ExportError("unsupported GPT-2 attention options (scale_attn_by_inverse_layer_idx / reorder)")
-    if not getattr(cfg, "scale_attn_weights", True):
+    if not cfg.get("scale_attn_weights", True):
         raise ExportError("unsupported GPT-2 option scale_attn_weights=False")
-    tr = model.transformer
-    c, vocab, ctx = cfg.n_embd, cfg.vocab_size, cfg.n_positions
+    try:
+        spec = Gpt2Spec(
+            vocab_size=int(cfg.get("vocab_size", 50257)),
+            n_positions=int(cfg.get("n_positions", 1024)),
+            n_embd=int(cfg.get("n_embd", 768)),
+            n_layer=int(cfg.get("n_layer", 12)),
+            n_head=int(cfg.get("n_head", 12)),
+            n_inner=int(cfg.get("n_inner") or 4 * int(cfg.get("n_embd", 768))),
+            layer_norm_epsilon=float(cfg.get("layer_norm_epsilon", 1e-5)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"malformed GPT-2 config: {exc}") from None
+    if min(spec.vocab_size, spec.n_positions, spec.n_embd, spec.n_layer, spec.n_head, spec.n_inner) < 1:
+        raise ExportError(f"malformed GPT-2 config: sizes must be positive ({spec})")
+    if spec.n_embd % spec.n_head:
+        raise ExportError(
+            f"malformed GPT-2 config: n_embd {spec.n_embd} is not a multiple of n_head {spec.n_head}"
+        )
+    return spec
+
+
+def gpt2_weights_graph(
+    spec: Gpt2Spec,
+    weights: Mapping[str, np.ndarray],
+    mode: str = "generate",
+    seq_len: int | None = None,
+    eos: int = -1,
+) -> Graph:
+    """The GPT-2 graph from a state dict in transformers' names without the `transformer.` prefix
+    (`wte.weight`, `h.0.attn.c_attn.weight`, ..., `ln_f.bias`, optionally `lm_head.weight`; Conv1D weights in
+    their [in, out] layout). Every tensor's shape is checked against `spec` (ExportError naming it)."""
+    c, vocab, ctx = spec.n_embd, spec.vocab_size, spec.n_positions
+
+    def w(name: str, *shape: int) -> np.ndarray:
+        if name not in weights:
+            raise ExportError(f"the checkpoint has no tensor {name!r}")
+        a = np.asarray(weights[name], dtype=np.float32)
+        if a.shape != shape:
+            raise ExportError(f"checkpoint tensor {name!r} has shape {list(a.shape)}, expected {list(shape)}")
+        return a
+
     g = Graph(mode=mode, gen_eos=eos if mode == "generate" else -1)
     if mode == "generate":
         tok = g.add_input((1,), "i32")
@@ -742,36 +875,125 @@ def gpt2_graph(model: Any, mode: str = "generate", seq_len: int | None = None, e
         pos = g.const(np.arange(t, dtype=np.int32), "i32")
     else:
         raise ExportError(f"unknown GPT-2 export mode {mode!r} (generate or logits)")
-    wte = np_of(tr.wte.weight)
+    wte = w("wte.weight", vocab, c)
     wte_id = g.const(wte)
     h = g.node("embedding", [tok, wte_id], (t, c))
-    p = g.node("embedding", [pos, g.const(np_of(tr.wpe.weight))], (t, c))
+    p = g.node("embedding", [pos, g.const(w("wpe.weight", ctx, c))], (t, c))
     h = g.node("add", [h, p], (t, c))
-    for block in tr.h:
-        h = _gpt2_block(g, block, h, t, c, cfg.n_head, ctx, cfg.layer_norm_epsilon)
-    h = _layernorm_of(g, tr.ln_f, h, (t, c), cfg.layer_norm_epsilon)
-    head = np_of(model.lm_head.weight)
-    head_id = wte_id if np.array_equal(head, wte) else g.const(head)  # GPT-2 ties lm_head to wte
+    eps = spec.layer_norm_epsilon
+
+    def layernorm(prefix: str, x: int) -> int:
+        ins = [x, g.const(w(f"{prefix}.weight", c)), g.const(w(f"{prefix}.bias", c))]
+        return g.node("layernorm", ins, (t, c), floats=(eps,))
+
+    def conv1d(prefix: str, x: int, n_in: int, n_out: int) -> int:
+        """transformers' Conv1D computes x @ W + b with W [in, out]: mlkit linear takes W^T."""
+        weight = np.ascontiguousarray(w(f"{prefix}.weight", n_in, n_out).T)
+        return emit_linear(g, x, weight, w(f"{prefix}.bias", n_out))
+
+    for i in range(spec.n_layer):
+        b, inner = f"h.{i}", spec.n_inner
+        qkv = conv1d(f"{b}.attn.c_attn", layernorm(f"{b}.ln_1", h), c, 3 * c)
+        att = g.node("attention", [qkv], (t, c), ints=(spec.n_head, ctx))
+        h = g.node("add", [h, conv1d(f"{b}.attn.c_proj", att, c, c)], (t, c))
+        m = g.node("gelu", [conv1d(f"{b}.mlp.c_fc", layernorm(f"{b}.ln_2", h), c, inner)], (t, inner))
+        h = g.node("add", [h, conv1d(f"{b}.mlp.c_proj", m, inner, c)], (t, c))
+    h = layernorm("ln_f", h)
+    head = weights.get("lm_head.weight")
+    tied = head is None or np.array_equal(np.asarray(head, dtype=np.float32), wte)
+    head_id = wte_id if tied else g.const(w("lm_head.weight", vocab, c))  # GPT-2 ties lm_head to wte
     logits = g.node("linear", [h, head_id], (t, vocab))
     g.outputs.append(g.node("argmax", [logits], (t,), dtype="i32") if mode == "generate" else logits)
     return g
 
 
-def _layernorm_of(g: Graph, ln: Any, x: int, shape: tuple[int, ...], eps: float) -> int:
-    return g.node("layernorm", [x, g.const(np_of(ln.weight)), g.const(np_of(ln.bias))], shape, floats=(eps,))
+# --------------------------------------------------------------------------------------------------------
+# int8: post-training static quantization
+# --------------------------------------------------------------------------------------------------------
 
 
-def _conv1d_linear(g: Graph, conv1d: Any, x: int, shape_in: tuple[int, ...]) -> int:
-    """transformers' Conv1D computes x @ W + b with W [in, out]: mlkit linear takes W^T."""
-    w = np.ascontiguousarray(np_of(conv1d.weight).T)
-    return emit_linear(g, x, w, np_of(conv1d.bias))
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice on the root logger ("consider pre-processing"): not for users."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
-def _gpt2_block(g: Graph, block: Any, h: int, t: int, c: int, n_head: int, ctx: int, eps: float) -> int:
-    a = _layernorm_of(g, block.ln_1, h, (t, c), eps)
-    qkv = _conv1d_linear(g, block.attn.c_attn, a, (t, c))
-    att = g.node("attention", [qkv], (t, c), ints=(n_head, ctx))
-    h = g.node("add", [h, _conv1d_linear(g, block.attn.c_proj, att, (t, c))], (t, c))
-    m = _layernorm_of(g, block.ln_2, h, (t, c), eps)
-    m = g.node("gelu", [_conv1d_linear(g, block.mlp.c_fc, m, (t, c))], (t, 4 * c))
-    return g.node("add", [h, _conv1d_linear(g, block.mlp.c_proj, m, (t, 4 * c))], (t, c))
+def qdq_onnx(
+    module: Any, example_input: Any, calibration: Any, path: str | Path, per_channel: bool = False
+) -> Path:
+    """Write `module` (inference semantics, one input shaped like `example_input`) to `path` as an ONNX
+    model quantized by onnxruntime in the QDQ form, and return the path.
+
+    The calibration, post-training and static: `calibration` is an array of float32 inputs, each shaped like
+    `example_input` (or stacked along a first axis, e.g. `load_digits_28().x_train[:256]`); they run one at
+    a time through the float model and each quantized tensor's range is the min and max it takes over them
+    (onnxruntime's MinMax calibration; ranges always include 0). Activations are uint8 with a zero point
+    (asymmetric), weights int8 symmetric (zero point 0, scale max|w| / 127) per tensor or, with
+    `per_channel`, per output channel; biases int32 at the scale x_scale * w_scale; a ReLU after a Conv or
+    Gemm is folded into that output's range (zero point 0). This is `quantize_static`'s default QDQ
+    configuration with `QuantFormat.QDQ`, `QuantType.QUInt8` activations and `QuantType.QInt8` weights.
+    """
+    import onnx
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    example = np.asarray(example_input.detach().cpu() if hasattr(example_input, "detach") else example_input)
+    samples = np.asarray(calibration, dtype=np.float32)
+    if samples.shape == example.shape:
+        samples = samples[None]
+    if samples.shape[1:] != example.shape and samples.shape[1:] != example.shape[1:]:
+        raise ExportError(f"calibration inputs {samples.shape[1:]} do not match the input {example.shape}")
+    samples = samples.reshape((-1, *example.shape)).astype(np.float32)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="mlkit-qdq-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                args = (torch.from_numpy(example.astype(np.float32)),)
+                torch.onnx.export(module, args, str(fp32), dynamo=False)
+        finally:
+            module.train(was_training)
+        input_name = onnx.load(str(fp32)).graph.input[0].name
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.items = iter([{input_name: x} for x in samples])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.items, None)
+
+        with _quiet_root_logger():
+            quantize_static(
+                str(fp32),
+                str(path),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+    return path
+
+
+def export_quantized(module: Any, example_input: Any, calibration: Any, per_channel: bool = False) -> bytes:
+    """An int8 mlkit model of `module`: `qdq_onnx` (see there for the calibration), imported."""
+    from mlkit.onnx_import import import_onnx
+
+    with tempfile.TemporaryDirectory(prefix="mlkit-qdq-") as tmp:
+        path = qdq_onnx(module, example_input, calibration, Path(tmp) / "model.qdq.onnx", per_channel)
+        return import_onnx(path)

@@ -19,13 +19,14 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 MAGIC = b"RMLM"
-VERSION = 1
+VERSION = 1  # models without 8-bit tensors or quantized ops
+VERSION_Q = 2  # models with them (docs/model-format.md, "Quantized models"): one version per model
 HEADER_SIZE = 32
 TENSOR_ENTRY = 32
 NODE_ENTRY = 80
@@ -57,6 +58,8 @@ class DType(StrEnum):
 
     F32 = "f32"
     I32 = "i32"
+    I8 = "i8"  # 1 byte per element (version 2)
+    U8 = "u8"
 
 
 class Kind(IntEnum):
@@ -93,10 +96,27 @@ class Op(StrEnum):
     TRANSPOSE = "transpose"
     ATTENTION = "attention"
     ARGMAX = "argmax"
+    QUANTIZE = "quantize"  # version 2: the quantized ops
+    DEQUANTIZE = "dequantize"
+    QLINEAR = "qlinear"
+    QCONV2D = "qconv2d"
+    # training (docs/model-format.md, "Training graphs")
+    SOFTMAX_XENT = "softmax_xent"
+    SOFTMAX_XENT_GRAD = "softmax_xent_grad"
+    LINEAR_GRAD_X = "linear_grad_x"
+    LINEAR_GRAD_W = "linear_grad_w"
+    LINEAR_GRAD_B = "linear_grad_b"
+    RELU_GRAD = "relu_grad"
+    MOMENTUM = "momentum"
+    SGD = "sgd"
+    CONCAT = "concat"
+    MATMUL_GRAD_A = "matmul_grad_a"
+    MATMUL_GRAD_B = "matmul_grad_b"
+    GELU_GRAD = "gelu_grad"
 
 
 # Codes in the file (the same as mlkit.h).
-DTYPE_CODES = {DType.F32: 1, DType.I32: 2}
+DTYPE_CODES = {DType.F32: 1, DType.I32: 2, DType.I8: 3, DType.U8: 4}
 MODE_CODES = {Mode.PLAIN: 0, Mode.GENERATE: 1}
 OP_CODES = {op: i + 1 for i, op in enumerate(Op)}
 _DTYPE_OF = {v: k for k, v in DTYPE_CODES.items()}
@@ -116,8 +136,28 @@ class ExitCode(IntEnum):
     OUTCAP = 6  # native only: the output buffer is too small
 
 
-NP_DTYPES = {DType.F32: np.dtype(">f4"), DType.I32: np.dtype(">i4")}
+NP_DTYPES: dict[DType, np.dtype[Any]] = {
+    DType.F32: np.dtype(">f4"),
+    DType.I32: np.dtype(">i4"),
+    DType.I8: np.dtype("i1"),
+    DType.U8: np.dtype("u1"),
+}
 _F32_UNARY = (Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.SIGMOID, Op.GELU, Op.SOFTMAX)
+Q8_DTYPES = (DType.I8, DType.U8)
+Q_OPS = (Op.QUANTIZE, Op.DEQUANTIZE, Op.QLINEAR, Op.QCONV2D)
+Q_RANGE = {DType.I8: (-128, 127), DType.U8: (0, 255)}
+MAX_SHIFT = 62  # requantization shifts are 0..62, multipliers 0 .. 2^31 - 1
+
+
+def elem_size(dtype: DType) -> int:
+    """Bytes per element: 1 for the 8-bit dtypes, 4 for f32 and i32."""
+    return 1 if dtype in Q8_DTYPES else 4
+
+
+def model_version(model: Model) -> int:
+    """The version a model is written with: 2 exactly when it has an 8-bit tensor or a quantized op."""
+    quantized = any(t.dtype in Q8_DTYPES for t in model.tensors) or any(n.op in Q_OPS for n in model.nodes)
+    return VERSION_Q if quantized else VERSION
 
 
 class ModelFormatError(ValueError):
@@ -230,10 +270,12 @@ def _window_out(length: int, k: int, s: int, p: int) -> int:
 
 def _n_attrs(op: Op, rank: int) -> tuple[int, int]:
     """Number of (int, float) attributes `op` uses (`rank`: of its first input, for TRANSPOSE)."""
+    if op in (Op.LINEAR, Op.MATMUL):
+        return 2, 0  # a tile: first row, rows (0: all)
     if op == Op.CONV2D:
-        return 4, 0
+        return 6, 0  # stride, padding, then a tile: first output channel, channels (0: all)
     if op == Op.CONV_TRANSPOSE2D:
-        return 6, 0
+        return 8, 0
     if op == Op.MAXPOOL2D:
         return 6, 0
     if op == Op.AVGPOOL2D:
@@ -242,8 +284,18 @@ def _n_attrs(op: Op, rank: int) -> tuple[int, int]:
         return rank, 0
     if op == Op.ATTENTION:
         return 2, 0
-    if op in (Op.BATCHNORM, Op.LAYERNORM, Op.LEAKY_RELU):
+    if op == Op.CONCAT:
+        return 1, 0
+    if op in (Op.BATCHNORM, Op.LAYERNORM, Op.LEAKY_RELU, Op.MOMENTUM, Op.SGD):
         return 0, 1
+    if op == Op.QUANTIZE:
+        return 2, 1
+    if op == Op.DEQUANTIZE:
+        return 1, 1
+    if op == Op.QLINEAR:
+        return 4, 0
+    if op == Op.QCONV2D:
+        return 8, 0
     return 0, 0
 
 
@@ -257,7 +309,69 @@ _N_INPUTS = {
     Op.EMBEDDING: (2, 2),
     Op.ADD: (2, 2),
     Op.MUL: (2, 2),
+    Op.QLINEAR: (5, 5),
+    Op.QCONV2D: (5, 5),
+    Op.SOFTMAX_XENT: (2, 2),
+    Op.SOFTMAX_XENT_GRAD: (2, 2),
+    Op.LINEAR_GRAD_X: (2, 2),
+    Op.LINEAR_GRAD_W: (2, 2),
+    Op.RELU_GRAD: (2, 2),
+    Op.GELU_GRAD: (2, 2),
+    Op.MATMUL_GRAD_A: (2, 2),
+    Op.MATMUL_GRAD_B: (2, 2),
+    Op.MOMENTUM: (2, 2),
+    Op.SGD: (2, 2),
+    Op.CONCAT: (1, MAX_IN),
 }
+
+# Ops whose last two int attributes are a tile (first, count; (0, 0) is the whole op): mlkit.plan splits
+# big executions with them. Builders and the decoder leave a whole op's (0, 0) out of `Node.ints`.
+TILE_OPS = (Op.LINEAR, Op.MATMUL, Op.CONV2D, Op.CONV_TRANSPOSE2D)
+
+
+def _tile_ok(first: int, count: int, span: int) -> bool:
+    """Tile attributes of `span` rows or channels (graph.c tile_ok): count 0 is all (then first is 0)."""
+    if first < 0 or count < 0:
+        return False
+    return first == 0 if count == 0 else count <= span and first <= span - count
+
+
+def used_ints(op: Op, ints: Sequence[int], rank: int) -> tuple[int, ...]:
+    """The int attributes `op` uses, as Node.ints holds them (a whole tiled op without its (0, 0))."""
+    n_ia, _ = _n_attrs(op, rank)
+    out = tuple(int(v) for v in ints[:n_ia])
+    if op in TILE_OPS and len(out) == n_ia and out[-2:] == (0, 0):
+        out = out[:-2]
+    return out
+
+
+def _q8_dtype(code: int) -> DType | None:
+    """The 8-bit dtype of a dtype code attribute (3 i8, 4 u8), or None."""
+    dt = _DTYPE_OF.get(code)
+    return dt if dt in Q8_DTYPES else None
+
+
+def _in_q_range(v: int, dtype: DType) -> bool:
+    lo, hi = Q_RANGE[dtype]
+    return lo <= v <= hi
+
+
+def _is_scale(v: float) -> bool:
+    """A scale attribute: finite and > 0 (as binary32)."""
+    return 0 < _f32_bits(v) <= 0x7F7FFFFF
+
+
+def _check_requant(mult: Tensor, shift: Tensor, n: int) -> str | None:
+    """Mirror of graph.c check_requant: what is wrong with an op's multipliers and shifts, or None."""
+    for name, t in (("mult", mult), ("shift", shift)):
+        if t.dtype != DType.I32 or t.data is None or len(t.shape) != 1 or t.shape[0] not in (n, 1):
+            return f"{name} must be a constant i32 [{n}] or [1]"
+    if mult.shape != shift.shape:
+        return "mult and shift must have the same shape"
+    m, sh = np.asarray(mult.data).astype(np.int64), np.asarray(shift.data).astype(np.int64)
+    if np.any(m < 0) or np.any(sh < 0) or np.any(sh > MAX_SHIFT):
+        return f"multipliers must be >= 0 and shifts 0..{MAX_SHIFT}"
+    return None
 
 
 def infer_output(
@@ -306,6 +420,12 @@ def infer_output(
             n = w.shape[-1]
         if len(ins) == 3:
             req(vec(ins[2], n), f"bias must be f32 [{n}]")
+        span = n if op == Op.LINEAR else x.shape[-2]
+        req(_tile_ok(ia[0], ia[1], span), f"tile rows {ia[0]} + {ia[1]} must lie in {span}")
+        if ia[1] and op == Op.LINEAR:
+            n = ia[1]
+        if ia[1] and op == Op.MATMUL:
+            shape[-2] = ia[1]
         req(x.numel // x.shape[-1] <= MAX_ELEMENTS // n, "output too large")
         shape[-1] = n
     elif op in (Op.CONV2D, Op.CONV_TRANSPOSE2D):
@@ -330,6 +450,10 @@ def infer_output(
             oh, ow = h - 2 * ia[2], wd - 2 * ia[3]
         if len(ins) == 3:
             req(vec(ins[2], oc), f"bias must be f32 [{oc}]")
+        t0 = 4 if op == Op.CONV2D else 6
+        req(_tile_ok(ia[t0], ia[t0 + 1], oc), f"tile channels {ia[t0]} + {ia[t0 + 1]} must lie in {oc}")
+        if ia[t0 + 1]:
+            oc = ia[t0 + 1]
         req(oh >= 1 and ow >= 1, "the kernel does not fit the padded input")
         req(x.shape[0] * oc * oh * ow <= MAX_ELEMENTS, "output too large")
         shape[1:] = [oc, oh, ow]
@@ -337,7 +461,9 @@ def infer_output(
         req(x.dtype == f32 and len(x.shape) >= 2, "x must be f32 with rank >= 2 ([n, c, ...])")
         req(all(vec(t, x.shape[1]) for t in ins[1:]), f"weight, bias, mean, var must be f32 [{x.shape[1]}]")
     elif op in (Op.MAXPOOL2D, Op.AVGPOOL2D):
-        req(x.dtype == f32 and len(x.shape) == 4, "x must be f32 rank 4")
+        ok_dtype = x.dtype == f32 or (op == Op.MAXPOOL2D and x.dtype in Q8_DTYPES)
+        req(ok_dtype and len(x.shape) == 4, "x must be f32 rank 4 (maxpool2d: or i8/u8)")
+        dt = x.dtype
         req(attr_in(ia[0], 1, MAX_ATTR) and attr_in(ia[1], 1, MAX_ATTR), f"kernel must be 1..{MAX_ATTR}")
         req(attr_in(ia[2], 1, MAX_ATTR) and attr_in(ia[3], 1, MAX_ATTR), f"stride must be 1..{MAX_ATTR}")
         req(attr_in(ia[4], 0, ia[0] // 2) and attr_in(ia[5], 0, ia[1] // 2), "padding must be <= kernel / 2")
@@ -377,7 +503,7 @@ def infer_output(
         dt, shape = x.dtype, list(out.shape)
     elif op == Op.TRANSPOSE:
         r = len(x.shape)
-        req(r >= 1, "x must have rank >= 1")
+        req(r >= 1 and x.dtype not in Q8_DTYPES, "x must be f32 or i32 with rank >= 1")
         perm = list(ia[:r])
         req(sorted(perm) == list(range(r)), f"perm {perm} is not a permutation of 0..{r - 1}")
         dt, shape = x.dtype, [x.shape[p] for p in perm]
@@ -392,6 +518,108 @@ def infer_output(
     elif op == Op.ARGMAX:
         req(x.dtype == f32 and len(x.shape) >= 1, "x must be f32 with rank >= 1")
         dt, shape = DType.I32, shape[:-1]
+    elif op == Op.QUANTIZE:
+        qdt = _q8_dtype(ia[1])
+        req(x.dtype == f32, "x must be f32")
+        req(qdt is not None, "dtype must be 3 (i8) or 4 (u8)")
+        assert qdt is not None
+        req(_in_q_range(ia[0], qdt), f"zero point {ia[0]} is outside {qdt.value}")
+        req(_is_scale(fa[0]), "scale must be finite and > 0")
+        dt = qdt
+    elif op == Op.DEQUANTIZE:
+        if x.dtype in Q8_DTYPES:
+            req(_in_q_range(ia[0], x.dtype), f"zero point {ia[0]} is outside {x.dtype.value}")
+        else:
+            req(x.dtype == DType.I32 and ia[0] == 0, "x must be i8, u8, or i32 with zero point 0")
+        req(_is_scale(fa[0]), "scale must be finite and > 0")
+    elif op in (Op.QLINEAR, Op.QCONV2D):
+        w, bias = ins[1], ins[2]
+        zx, zw, zy, code = ia[4:8] if op == Op.QCONV2D else ia[0:4]
+        qdt = _q8_dtype(code)
+        req(x.dtype in Q8_DTYPES and w.dtype in Q8_DTYPES, "x and w must be i8 or u8")
+        req(qdt is not None, "the output dtype must be 3 (i8) or 4 (u8)")
+        assert qdt is not None
+        req(
+            _in_q_range(zx, x.dtype) and _in_q_range(zw, w.dtype) and _in_q_range(zy, qdt),
+            "a zero point is outside its dtype",
+        )
+        dt = qdt
+        if op == Op.QLINEAR:
+            req(len(x.shape) >= 1 and len(w.shape) == 2, "x must have rank >= 1 and w rank 2 ([n, k])")
+            req(w.shape[1] == x.shape[-1], f"w {w.shape} does not match x {x.shape} (w is [n, k])")
+            n = w.shape[0]
+            req(x.numel // x.shape[-1] <= MAX_ELEMENTS // n, "output too large")
+            shape[-1] = n
+        else:
+            req(len(x.shape) == 4 and len(w.shape) == 4, "x, w: rank 4")
+            req(attr_in(ia[0], 1, MAX_ATTR) and attr_in(ia[1], 1, MAX_ATTR), f"stride must be 1..{MAX_ATTR}")
+            req(attr_in(ia[2], 0, MAX_ATTR) and attr_in(ia[3], 0, MAX_ATTR), f"padding must be 0..{MAX_ATTR}")
+            req(w.shape[2] <= MAX_ATTR and w.shape[3] <= MAX_ATTR, "kernel too large")
+            req(w.shape[1] == x.shape[1], f"w {w.shape} ([oc, c, kh, kw]) does not match x {x.shape}")
+            n = w.shape[0]
+            oh = _window_out(x.shape[2], w.shape[2], ia[0], ia[2])
+            ow = _window_out(x.shape[3], w.shape[3], ia[1], ia[3])
+            req(oh >= 1 and ow >= 1, "the kernel does not fit the padded input")
+            req(x.shape[0] * n * oh * ow <= MAX_ELEMENTS, "output too large")
+            shape[1:] = [n, oh, ow]
+        req(bias.dtype == DType.I32 and bias.shape == (n,), f"bias must be i32 [{n}]")
+        problem = _check_requant(ins[3], ins[4], n)
+        req(problem is None, problem or "")
+    elif op in (Op.SOFTMAX_XENT, Op.SOFTMAX_XENT_GRAD):
+        lab = ins[1]
+        req(x.dtype == f32 and len(x.shape) == 2, "logits must be f32 [m, n]")
+        req(lab.dtype == DType.I32 and lab.shape == (x.shape[0],), f"labels must be i32 [{x.shape[0]}]")
+        if op == Op.SOFTMAX_XENT:
+            shape = [1]
+    elif op in (Op.LINEAR_GRAD_X, Op.LINEAR_GRAD_W):
+        b = ins[1]
+        req(
+            x.dtype == f32 and len(x.shape) == 2 and b.dtype == f32 and len(b.shape) == 2, "f32 rank 2 inputs"
+        )
+        if op == Op.LINEAR_GRAD_X:
+            req(b.shape[0] == x.shape[1], f"w {b.shape} ([n, k]) does not match dy {x.shape} ([m, n])")
+            shape = [x.shape[0], b.shape[1]]
+        else:
+            req(b.shape[0] == x.shape[0], f"x {b.shape} ([m, k]) does not match dy {x.shape} ([m, n])")
+            req(b.shape[1] <= MAX_ELEMENTS // x.shape[1], "output too large")
+            shape = [x.shape[1], b.shape[1]]
+    elif op == Op.LINEAR_GRAD_B:
+        req(x.dtype == f32 and len(x.shape) == 2, "dy must be f32 [m, n]")
+        shape = [x.shape[1]]
+    elif op == Op.MATMUL_GRAD_A:
+        b = ins[1]
+        req(
+            x.dtype == f32 and len(x.shape) >= 2 and b.dtype == f32 and len(b.shape) in (2, len(x.shape)),
+            "dy must be f32 rank >= 2, b f32 rank 2 or dy's",
+        )
+        req(b.shape[-1] == x.shape[-1], f"b {b.shape} ([.., k, n]) does not match dy {x.shape}")
+        req(all(b.shape[d] == x.shape[d] for d in range(len(b.shape) - 2)), "batch dims differ")
+        req(x.numel // x.shape[-1] <= MAX_ELEMENTS // b.shape[-2], "output too large")
+        shape[-1] = b.shape[-2]
+    elif op == Op.MATMUL_GRAD_B:
+        a = ins[1]
+        req(
+            x.dtype == f32 and len(x.shape) >= 2 and a.dtype == f32 and len(a.shape) == len(x.shape),
+            "dy and a must be f32 of one rank >= 2",
+        )
+        req(a.shape[:-1] == x.shape[:-1], f"a {a.shape} ([.., m, k]) does not match dy {x.shape}")
+        req(a.shape[-1] <= MAX_ELEMENTS // (x.numel // x.shape[-2]), "output too large")
+        shape[-2] = a.shape[-1]
+    elif op in (Op.RELU_GRAD, Op.GELU_GRAD, Op.MOMENTUM, Op.SGD):
+        b = ins[1]
+        req(x.dtype == f32 and b.dtype == f32 and b.shape == x.shape, "two f32 tensors of one shape")
+    elif op == Op.CONCAT:
+        axis, r = ia[0], len(x.shape)
+        req(r >= 1 and 0 <= axis < r, f"axis {axis} is not an axis of a rank-{r} tensor")
+        for t in ins:
+            req(t.dtype == x.dtype and len(t.shape) == r, "inputs must have one dtype and rank")
+            req(
+                all(d == axis or t.shape[d] == x.shape[d] for d in range(r)),
+                f"shapes {t.shape} and {x.shape} differ off axis {axis}",
+            )
+        total = sum(t.shape[axis] for t in ins)
+        req(total <= MAX_ELEMENTS and x.numel // x.shape[axis] <= MAX_ELEMENTS // total, "output too large")
+        dt, shape[axis] = x.dtype, total
     else:  # pragma: no cover - Op is exhaustive
         raise ModelFormatError(f"unknown op {op}")
     n_ia, n_fa = _n_attrs(op, len(x.shape))
@@ -429,12 +657,15 @@ def validate(model: Model) -> None:
             data = np.asarray(t.data)
             if data.dtype.kind not in ("f" if t.dtype == DType.F32 else "iu"):
                 raise ModelFormatError(f"tensor {i}: {data.dtype} data in a {t.dtype} tensor")
-            if data.dtype.kind in "iu" and data.size and (data.min() < -(1 << 31) or data.max() >= 1 << 31):
-                raise ModelFormatError(f"tensor {i}: i32 data out of range (encoding would wrap it)")
+            lo, hi = Q_RANGE.get(t.dtype, (-(1 << 31), (1 << 31) - 1))
+            if data.dtype.kind in "iu" and data.size and (data.min() < lo or data.max() > hi):
+                raise ModelFormatError(f"tensor {i}: {t.dtype} data out of range (encoding would wrap it)")
     defined = [t.data is not None for t in model.tensors]
     for tid in model.inputs:
         if not 0 <= tid < nt or model.tensors[tid].data is not None or defined[tid]:
             raise ModelFormatError(f"graph input {tid}: must be a distinct activation tensor id")
+        if model.tensors[tid].dtype in Q8_DTYPES:
+            raise ModelFormatError(f"graph input {tid}: inputs are f32 or i32 (quantize inside the graph)")
         defined[tid] = True
     for k, node in enumerate(model.nodes):
         where = f"node {k} ({node.op})"
@@ -468,6 +699,8 @@ def validate(model: Model) -> None:
     for tid in model.outputs:
         if not 0 <= tid < nt or not defined[tid]:
             raise ModelFormatError(f"graph output {tid}: not a defined tensor")
+        if model.tensors[tid].dtype in Q8_DTYPES:
+            raise ModelFormatError(f"graph output {tid}: outputs are f32 or i32 (dequantize in the graph)")
     if mode == Mode.GENERATE:
         if len(model.inputs) != 2 or len(model.outputs) != 1:
             raise ModelFormatError("generate mode: inputs (token, position) and one output (next token)")
@@ -493,12 +726,13 @@ def _as_const(array: npt.ArrayLike, dtype: DType | None = None) -> tuple[DType, 
             dtype = DType.I32
         else:
             raise ModelFormatError(f"constants are f32 or i32, got {a.dtype}")
-    if dtype == DType.I32:
+    if dtype in (DType.I32, *Q8_DTYPES):
         if not np.issubdtype(a.dtype, np.integer):
-            raise ModelFormatError(f"an i32 constant needs integer data, got {a.dtype}")
-        if a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31):
-            raise ModelFormatError("an i32 constant is out of range")
-        return dtype, a.astype(np.int32)
+            raise ModelFormatError(f"an {dtype.value} constant needs integer data, got {a.dtype}")
+        lo, hi = Q_RANGE.get(dtype, (-(1 << 31), (1 << 31) - 1))
+        if a.size and (a.min() < lo or a.max() > hi):
+            raise ModelFormatError(f"an {dtype.value} constant is out of range")
+        return dtype, a.astype(NP_DTYPES[dtype].newbyteorder("="))
     return dtype, a.astype(np.float32)
 
 
@@ -512,7 +746,7 @@ def encode_model(model: Model) -> bytes:
     for t in model.tensors:
         if t.data is not None:
             offsets.append(pos)
-            pos = _align(pos + 4 * t.numel)
+            pos = _align(pos + elem_size(t.dtype) * t.numel)
         else:
             offsets.append(0)
     size = pos if any(t.data is not None for t in model.tensors) else end
@@ -523,7 +757,7 @@ def encode_model(model: Model) -> bytes:
         out,
         0,
         MAGIC,
-        VERSION,
+        model_version(model),
         MODE_CODES[model.mode],
         size,
         nt,
@@ -535,7 +769,7 @@ def encode_model(model: Model) -> bytes:
     )
     for i, t in enumerate(model.tensors):
         dims = [*t.shape, *([0] * (MAX_RANK - len(t.shape)))]
-        nbytes = 4 * t.numel if t.data is not None else 0
+        nbytes = elem_size(t.dtype) * t.numel if t.data is not None else 0
         _TENSOR.pack_into(
             out,
             HEADER_SIZE + i * TENSOR_ENTRY,
@@ -575,8 +809,8 @@ def decode_model(data: bytes | bytearray | memoryview) -> Model:
     magic, version, mode, size, nt, nn, ni, no, eos, reserved = _HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise ModelFormatError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if version != VERSION:
-        raise ModelFormatError(f"unsupported version {version} (this reader knows {VERSION})")
+    if version not in (VERSION, VERSION_Q):
+        raise ModelFormatError(f"unsupported version {version} (this reader knows {VERSION} and {VERSION_Q})")
     if mode not in _MODE_OF:
         raise ModelFormatError(f"unknown mode {mode}")
     if size != n:
@@ -597,16 +831,19 @@ def decode_model(data: bytes | bytearray | memoryview) -> Model:
         dims = (d0, d1, d2, d3)
         if dt not in _DTYPE_OF or rank > MAX_RANK or kind not in (Kind.ACT, Kind.CONST):
             raise ModelFormatError(f"tensor {i}: bad dtype {dt}, rank {rank} or kind {kind}")
+        if _DTYPE_OF[dt] in Q8_DTYPES and version != VERSION_Q:
+            raise ModelFormatError(f"tensor {i}: 8-bit tensors need version {VERSION_Q}")
         if res or res2 or any(dims[rank:]):
             raise ModelFormatError(f"tensor {i}: reserved fields and unused dims must be 0")
         shape = tuple(dims[:rank])
         numel = _check_shape(shape, f"tensor {i}")
         arr = None
         if kind == Kind.CONST:
-            if off % DATA_ALIGN or off < data_start or off > n or nbytes != 4 * numel or nbytes > n - off:
+            esize = elem_size(_DTYPE_OF[dt])
+            if off % DATA_ALIGN or off < data_start or off > n or nbytes != esize * numel or nbytes > n - off:
                 raise ModelFormatError(
-                    f"tensor {i}: data at {off} (+{nbytes}) must be {DATA_ALIGN}-aligned, hold {4 * numel} "
-                    f"bytes and lie in [{data_start}, {n})"
+                    f"tensor {i}: data at {off} (+{nbytes}) must be {DATA_ALIGN}-aligned, hold "
+                    f"{esize * numel} bytes and lie in [{data_start}, {n})"
                 )
             arr = np.frombuffer(buf, dtype=NP_DTYPES[_DTYPE_OF[dt]], count=numel, offset=off).reshape(shape)
         elif off or nbytes:
@@ -623,6 +860,8 @@ def decode_model(data: bytes | bytearray | memoryview) -> Model:
         if op not in _OP_OF:
             raise ModelFormatError(f"node {k}: unknown op code {op}")
         opc = _OP_OF[op]
+        if opc in Q_OPS and version != VERSION_Q:
+            raise ModelFormatError(f"node {k}: op {opc.value} needs version {VERSION_Q}")
         fa = tuple(float(struct.unpack(">f", struct.pack(">I", b))[0]) for b in fa_bits)
         nodes.append(Node(opc, tuple(ins[:n_in]), out, tuple(ia), fa))
     io = struct.unpack_from(f">{ni + no}I", buf, base + nn * NODE_ENTRY)
@@ -634,9 +873,14 @@ def decode_model(data: bytes | bytearray | memoryview) -> Model:
         if any(fa_bits[n_fa:]):
             raise ModelFormatError(f"node {k} ({node.op}): unused float attributes must be 0")
     validate(model)
+    if version != model_version(model):
+        raise ModelFormatError(f"version {version}: only models with 8-bit tensors or quantized ops are 2")
     for node in nodes:  # trim to the attributes the op uses
-        n_ia, n_fa = _n_attrs(node.op, len(tensors[node.inputs[0]].shape))
-        node.ints, node.floats = node.ints[:n_ia], node.floats[:n_fa]
+        rank = len(tensors[node.inputs[0]].shape)
+        node.ints, node.floats = (
+            used_ints(node.op, node.ints, rank),
+            node.floats[: _n_attrs(node.op, rank)[1]],
+        )
     return model
 
 
@@ -712,8 +956,8 @@ class ModelBuilder:
         dt, out_shape = infer_output(op, ins, ia, fa, _parse(Mode, self.mode, "mode"), target)
         self.tensors.append(Tensor(dt, out_shape))
         out = len(self.tensors) - 1
-        n_ia, n_fa = _n_attrs(op, len(ins[0].shape))
-        self.nodes.append(Node(op, ids, out, tuple(ia[:n_ia]), tuple(fa[:n_fa])))
+        rank = len(ins[0].shape)
+        self.nodes.append(Node(op, ids, out, used_ints(op, ia, rank), tuple(fa[: _n_attrs(op, rank)[1]])))
         return out
 
     # -- one helper per op (torch argument conventions) --
@@ -837,6 +1081,96 @@ class ModelBuilder:
 
     def argmax(self, x: TensorRef) -> int:
         return self.node(Op.ARGMAX, [x])
+
+    # -- quantized ops (docs/model-format.md, "Quantized models") --
+    def quantize(self, x: TensorRef, scale: float, zero_point: int, dtype: DType | str = DType.U8) -> int:
+        """clamp(round_half_even(x / scale) + zero_point) as i8 or u8 (ONNX QuantizeLinear)."""
+        code = DTYPE_CODES[_parse(DType, dtype, "dtype")]
+        return self.node(Op.QUANTIZE, [x], [zero_point, code], [scale])
+
+    def dequantize(self, x: TensorRef, scale: float, zero_point: int = 0) -> int:
+        """(x - zero_point) * scale as f32 (ONNX DequantizeLinear)."""
+        return self.node(Op.DEQUANTIZE, [x], [zero_point], [scale])
+
+    def qlinear(
+        self,
+        x: TensorRef,
+        w: TensorRef,
+        bias: TensorRef,
+        mult: TensorRef,
+        shift: TensorRef,
+        zero_points: Sequence[int],
+        dtype: DType | str = DType.U8,
+    ) -> int:
+        """requant(bias + (x - zx) . (w - zw)^T) with w [n, k]; zero_points = (zx, zw, zy)."""
+        code = DTYPE_CODES[_parse(DType, dtype, "dtype")]
+        return self.node(Op.QLINEAR, [x, w, bias, mult, shift], [*zero_points, code])
+
+    def qconv2d(
+        self,
+        x: TensorRef,
+        w: TensorRef,
+        bias: TensorRef,
+        mult: TensorRef,
+        shift: TensorRef,
+        zero_points: Sequence[int],
+        dtype: DType | str = DType.U8,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+    ) -> int:
+        """conv2d on 8-bit tensors with int32 sums, requantized; zero_points = (zx, zw, zy)."""
+        code = DTYPE_CODES[_parse(DType, dtype, "dtype")]
+        ints = [*_pair(stride), *_pair(padding), *zero_points, code]
+        return self.node(Op.QCONV2D, [x, w, bias, mult, shift], ints)
+
+    # -- training ops (docs/model-format.md, "Training graphs") --
+    def softmax_xent(self, logits: TensorRef, labels: TensorRef) -> int:
+        """Mean cross-entropy of softmax(logits) [m, n] against i32 labels [m]: f32 [1]."""
+        return self.node(Op.SOFTMAX_XENT, [logits, labels])
+
+    def softmax_xent_grad(self, logits: TensorRef, labels: TensorRef) -> int:
+        """The gradient of `softmax_xent` with respect to the logits: (softmax - onehot) / m."""
+        return self.node(Op.SOFTMAX_XENT_GRAD, [logits, labels])
+
+    def linear_grad_x(self, dy: TensorRef, w: TensorRef) -> int:
+        """dx = dy @ w for y = x @ w.T + b."""
+        return self.node(Op.LINEAR_GRAD_X, [dy, w])
+
+    def linear_grad_w(self, dy: TensorRef, x: TensorRef) -> int:
+        """dw = dy.T @ x for y = x @ w.T + b."""
+        return self.node(Op.LINEAR_GRAD_W, [dy, x])
+
+    def linear_grad_b(self, dy: TensorRef) -> int:
+        """db = dy summed over rows."""
+        return self.node(Op.LINEAR_GRAD_B, [dy])
+
+    def relu_grad(self, dy: TensorRef, y: TensorRef) -> int:
+        """dx = dy where the relu's output y > 0, else 0."""
+        return self.node(Op.RELU_GRAD, [dy, y])
+
+    def matmul_grad_a(self, dy: TensorRef, b: TensorRef) -> int:
+        """da = dy @ b^T (per batch entry) for y = a @ b."""
+        return self.node(Op.MATMUL_GRAD_A, [dy, b])
+
+    def matmul_grad_b(self, dy: TensorRef, a: TensorRef) -> int:
+        """db = a^T @ dy per batch entry for y = a @ b (a shared b's: reshape a and dy to rank 2 first)."""
+        return self.node(Op.MATMUL_GRAD_B, [dy, a])
+
+    def gelu_grad(self, dy: TensorRef, x: TensorRef) -> int:
+        """dx = dy * gelu'(x), x the gelu's input (GPT-2's tanh form, as `gelu`)."""
+        return self.node(Op.GELU_GRAD, [dy, x])
+
+    def momentum(self, v: TensorRef, g: TensorRef, mu: float) -> int:
+        """v' = mu * v + g (torch SGD's momentum buffer, dampening 0)."""
+        return self.node(Op.MOMENTUM, [v, g], floats=[mu])
+
+    def sgd(self, p: TensorRef, d: TensorRef, lr: float) -> int:
+        """p' = p - lr * d."""
+        return self.node(Op.SGD, [p, d], floats=[lr])
+
+    def concat(self, xs: Sequence[TensorRef], axis: int) -> int:
+        """Concatenation along `axis` (1 to 6 inputs of one dtype and rank)."""
+        return self.node(Op.CONCAT, list(xs), [axis])
 
     def build(self) -> Model:
         model = Model(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from mlkit.format import DTYPE_CODES, MAX_CTX, MAX_ELEMENTS, MAX_RANK, NP_DTYPES, DType
 
 PAYLOAD_MAGIC = b"RMLD"
-_DTYPE_OF = {v: k for k, v in DTYPE_CODES.items()}
+_DTYPE_OF = {DTYPE_CODES[d]: d for d in (DType.F32, DType.I32)}  # payloads: 4-byte elements
 MAX_TENSORS = 1 << 16  # a bound for decoding only; the runtime takes at most format.MAX_IO
 
 

@@ -14,14 +14,17 @@ Nothing here downloads anything. The models and their data sources:
   N x 100 x 1 x 1; the Keras ``Dense(4*4*256) + Reshape`` becomes the equivalent 4x4 ``ConvTranspose2d``
   from 1x1; Keras ``padding='same'`` transposed convolutions become ``ConvTranspose2d`` with the padding
   (and output padding) that doubles the size exactly; the 128 model's final ``Conv2D(3, k=4, 'same')``
-  (asymmetric padding) becomes a 3x3 ``Conv2d`` with padding 1. There is no dataset of NFT images to train
-  on here, so the weights are a seeded random initialisation (DCGAN's N(0, 0.02) for convolutions, seeded
-  affine BatchNorm parameters), and the BatchNorm running statistics are calibrated (as training would) on a
-  seeded batch of latents, so the eval-mode generator keeps its activations in range and draws a
-  structured, non-trivial image.
+  (asymmetric padding) becomes a 3x3 ``Conv2d`` with padding 1, and its channels halve at every doubling
+  (256 at 4x4 down to 8 at 128x128, instead of NFTCreators' 256..64) so that it trains on a CPU. Both are
+  trained on scikit-learn's digits (tinted, upscaled; `mlkit.gan`, `scripts/train_dcgan.py`), and their
+  weights are committed (`mlkit/weights/NAME.npz`, int8 per output channel); ``dcgan_generator(name,
+  trained=False)`` is the seeded random initialisation (DCGAN's N(0, 0.02), seeded affine BatchNorm
+  parameters, BatchNorm statistics calibrated on a seeded batch of latents), the untrained baseline.
 - ``gpt2-tiny`` and ``gpt2``: ``transformers.GPT2LMHeadModel`` with seeded random weights (no pretrained
   checkpoint can be fetched): a tiny config for tests and the full 124M config for benchmarks (built on
   demand only). Greedy generation of N tokens from token ids.
+- ``fortune-gpt``: a small GPT (GPT-2 blocks) trained on Debian's ``fortunes`` (``mlkit.fortunes``,
+  ``scripts/train_fortune_gpt.py``); its trained model, tokenizer and card are committed in mlkit/assets.
 
 Trained classifiers are cached on disk under ``$ROLLML_CACHE/models`` (default ``~/.cache/rollml/models``),
 keyed by a hash of this file and the torch version, so a code change retrains.
@@ -29,6 +32,7 @@ keyed by a hash of this file and the torch version, so a code change retrains.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,7 +55,7 @@ DIGITS_SIZE = 28
 MLP_ACCURACY_FLOOR = 0.92
 LENET_ACCURACY_FLOOR = 0.96
 
-REFERENCE_MODELS = ("mnist-mlp", "lenet", "dcgan32", "dcgan128", "gpt2-tiny", "gpt2")
+REFERENCE_MODELS = ("mnist-mlp", "lenet", "dcgan32", "dcgan128", "gpt2-tiny", "gpt2", "fortune-gpt")
 # The models build_reference_models writes by default (gpt2 124M is for benchmarks, on demand).
 DEFAULT_BUILD = ("mnist-mlp", "lenet", "dcgan32", "dcgan128", "gpt2-tiny")
 
@@ -75,11 +79,28 @@ def cache_dir() -> Path:
     return base / "models"
 
 
-def code_key() -> str:
-    """Hash of this file and the torch version: the cache key of the trained models."""
+def code_key(name: str | None = None) -> str:
+    """Hash of this file and the torch version: the cache key of the trained models; for a DCGAN generator
+    `name` also of the training code (`mlkit/gan.py`) and its committed weights, which only it depends on."""
     torch = _torch()
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(torch.__version__.encode())
+    if name in GENERATORS:
+        from mlkit import gan
+
+        h.update(Path(gan.__file__).read_bytes())
+        weights = gan.weights_path(name)
+        if weights.is_file():
+            h.update(weights.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export_key(name: str | None = None) -> str:
+    """The cache key of the exported reference model `name`: `code_key(name)` and the exporter's code
+    (export.py, plan.py, which splits big nodes, and format.py), so a change of either re-exports it."""
+    h = hashlib.sha256(code_key(name).encode())
+    for name in ("export.py", "plan.py", "format.py"):
+        h.update(Path(__file__).with_name(name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -243,7 +264,8 @@ def dcgan32() -> nn.Module:
 
 
 def dcgan128() -> nn.Module:
-    """NFTCreators' Generator128x128: dense 4x4x256, five 4x4 stride-2 transposed convs, conv to 3, tanh."""
+    """NFTCreators' Generator128x128 with fewer channels: dense 4x4x256, five 4x4 stride-2 transposed convs
+    halving the channels (128, 64, 32, 16, 8), conv to 3, tanh."""
     layers = _torch().nn
 
     def block(cin: int, cout: int) -> list[Any]:
@@ -253,12 +275,12 @@ def dcgan128() -> nn.Module:
         layers.ConvTranspose2d(NZ, 256, 4, 1, 0),  # Dense(4*4*256) + Reshape
         layers.BatchNorm2d(256),
         layers.LeakyReLU(0.2),
-        *block(256, 256),  # 8x8
-        *block(256, 256),  # 16x16
-        *block(256, 128),  # 32x32
-        *block(128, 128),  # 64x64
-        *block(128, 64),  # 128x128
-        layers.Conv2d(64, 3, 3, 1, 1),
+        *block(256, 128),  # 8x8
+        *block(128, 64),  # 16x16
+        *block(64, 32),  # 32x32
+        *block(32, 16),  # 64x64
+        *block(16, 8),  # 128x128
+        layers.Conv2d(8, 3, 3, 1, 1),
         layers.Tanh(),
     )
 
@@ -288,10 +310,15 @@ def _init_generator(model: nn.Module, seed: int, calib_batch: int) -> None:
     model.eval()
 
 
-def dcgan_generator(name: str, seed: int = DCGAN_SEED) -> nn.Module:
-    """The seeded DCGAN generator `name` ("dcgan32" or "dcgan128") in eval mode."""
+def dcgan_generator(name: str, seed: int = DCGAN_SEED, trained: bool = True) -> nn.Module:
+    """The DCGAN generator `name` ("dcgan32" or "dcgan128") in eval mode: with its committed trained weights
+    (`mlkit.gan.trained_generator`), or with `trained=False` the seeded random initialisation."""
     if name not in GENERATORS:
         raise KeyError(f"unknown generator {name!r}; expected one of {sorted(GENERATORS)}")
+    if trained:
+        from mlkit.gan import trained_generator
+
+        return trained_generator(name)
     _torch().manual_seed(seed)
     model = GENERATORS[name]()
     _init_generator(model, seed, calib_batch=32 if name == "dcgan32" else 8)
@@ -305,26 +332,53 @@ def latent(seed: int = 0, batch: int = 1) -> np.ndarray:
     return torch.randn(batch, NZ, 1, 1, generator=gen).numpy()
 
 
-def save_png(output: Any, path: str | Path, scale: int = 1) -> Path:
-    """Save a generator output (1 x 3 x H x W or 3 x H x W, values in [-1, 1]) as an RGB PNG, each pixel
-    drawn as a `scale` x `scale` block (a 32 x 32 image is hard to see at its own size)."""
+def png_bytes(output: Any, scale: int = 1) -> bytes:
+    """A generator output (1 x 3 x H x W or 3 x H x W, values in [-1, 1]; one channel gives grey) as the bytes
+    of an RGB PNG, each pixel drawn as a `scale` x `scale` block (a 32 x 32 image is hard to see at its own
+    size)."""
+    import io
+
     from PIL import Image
 
     arr = np.asarray(output, dtype=np.float32)
     if arr.ndim == 4:
         if arr.shape[0] != 1:
-            raise ValueError(f"save_png takes one image, got a batch of {arr.shape[0]}")
+            raise ValueError(f"a PNG takes one image, got a batch of {arr.shape[0]}")
         arr = arr[0]
     if arr.ndim != 3 or arr.shape[0] not in (1, 3):
-        raise ValueError(f"save_png expects 3 x H x W (or 1 x 3 x H x W), got shape {arr.shape}")
+        raise ValueError(f"an image is 3 x H x W (or 1 x 3 x H x W), got shape {arr.shape}")
     pixels = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
     pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
     if pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(output: Any, path: str | Path, scale: int = 1) -> Path:
+    """Save a generator output as an RGB PNG file (`png_bytes`)."""
+    data = png_bytes(output, scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, format="PNG")
+    path.write_bytes(data)
     return path
+
+
+def image_grid(images: Any, columns: int | None = None, gap: int = 2) -> np.ndarray:
+    """Lay out N images (N x C x H x W, values in [-1, 1]) as one C x H' x W' image, row by row,
+    `columns` per row (default: all in one row), `gap` black pixels between them (for `save_png`)."""
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim != 4 or arr.shape[0] < 1:
+        raise ValueError(f"image_grid expects N x C x H x W, got shape {arr.shape}")
+    n, c, h, w = arr.shape
+    cols = n if columns is None else max(1, min(columns, n))
+    rows = -(-n // cols)
+    grid = np.full((c, rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap), -1.0, np.float32)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[:, r * (h + gap) : r * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = arr[i]
+    return grid
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -423,21 +477,136 @@ def export_reference(name: str) -> Exported:
     """Build (train / seed) the reference model `name` and export it with its example input."""
     from mlkit.export import export_gpt2, export_module
 
+    if name == "fortune-gpt":  # trained by scripts/train_fortune_gpt.py, committed in mlkit/assets
+        from mlkit import fortunes
+
+        return fortunes.exported()
     torch = _torch()
     if name in CLASSIFIERS:
         model, acc = trained_classifier(name)
         x = load_digits_28().x_test[:1]
         return Exported(name, export_module(model, torch.from_numpy(x)), x, accuracy=acc)
     if name in GENERATORS:
+        from mlkit.gan import weights_note
+
         gen = dcgan_generator(name)
         z = latent(0)
-        return Exported(name, export_module(gen, torch.from_numpy(z)), z, notes="seeded random weights")
+        return Exported(name, export_module(gen, torch.from_numpy(z)), z, notes=weights_note(name))
     if name in GPT2_CONFIGS:
         gpt = gpt2_model(name)
         n_new = GPT2_NEW_TOKENS[name]
         prompt = gpt2_prompt(name)
         return Exported(name, export_gpt2(gpt), prompt, new_tokens=n_new, notes="seeded random weights")
     raise KeyError(f"unknown reference model {name!r}; expected one of {', '.join(REFERENCE_MODELS)}")
+
+
+@functools.cache
+def reference(name: str) -> Exported:
+    """`export_reference(name)`, cached on disk next to the trained weights (keyed by `export_key`: this file,
+    the torch version and the exporter) and in memory: the one loader of reference models for the CLI, the
+    agents' demos, the harnesses and the tests. fortune-gpt is read from its committed files, never cached."""
+    if name == "fortune-gpt":
+        return export_reference(name)
+    base = cache_dir() / f"{name}-{export_key(name)}"
+    files = base.with_suffix(".mlkit"), base.with_suffix(".example.npy"), base.with_suffix(".json")
+    if all(f.is_file() for f in files):
+        meta = json.loads(files[2].read_text())
+        return Exported(name, files[0].read_bytes(), np.load(files[1], allow_pickle=False), **meta)
+    exp = export_reference(name)
+    meta = {"new_tokens": exp.new_tokens, "accuracy": exp.accuracy, "notes": exp.notes}
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for path, write in (
+        (files[0], lambda f: f.write(exp.model)),
+        (files[1], lambda f: np.save(f, exp.example)),
+        (files[2], lambda f: f.write(json.dumps(meta).encode())),
+    ):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        with tmp.open("wb") as f:
+            write(f)
+        os.replace(tmp, path)  # concurrent builders never see a half-written file
+    return exp
+
+
+def reference_model(name: str) -> bytes:
+    """A reference model's mlkit bytes (see `reference`)."""
+    return reference(name).model
+
+
+# --------------------------------------------------------------------------------------------------------
+# Your own torch model: `rollml model export --module FILE.py[:FACTORY]`
+# --------------------------------------------------------------------------------------------------------
+
+DEFAULT_FACTORY = "model"
+FACTORY_CONTRACT = (
+    "FACTORY takes no arguments and returns (module, example_input): a torch nn.Module and one input "
+    "tensor (or numpy array) of exactly the shape and dtype the exported model takes, batch included"
+)
+
+
+def split_module_spec(spec: str) -> tuple[Path, str]:
+    """`FILE.py[:FACTORY]` as (file, factory name; `DEFAULT_FACTORY` when none is given)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail.isidentifier() and head:
+        return Path(head), tail
+    return Path(spec), DEFAULT_FACTORY
+
+
+def export_user_module(spec: str, name: str | None = None) -> Exported:
+    """Import the Python file of `spec` (`FILE.py[:FACTORY]`), call its factory (`FACTORY_CONTRACT`) and
+    export the module with `mlkit.export.export_module`. The model is named `name` (default: the file's
+    stem). Every failure (no such file, no such factory, a factory or import that raises, a result of the
+    wrong kind, a module mlkit cannot export) raises ExportError with one line naming FILE:FACTORY."""
+    import importlib.util
+    import sys
+
+    from mlkit.export import ExportError, export_module
+
+    path, factory = split_module_spec(spec)
+    where = f"{path}:{factory}"
+    if not path.is_file():
+        raise ExportError(f"no such file: {path}")
+    if path.suffix != ".py":
+        raise ExportError(f"{path}: not a Python file (expected FILE.py[:FACTORY])")
+    module_name = f"_rollml_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert loader_spec is not None and loader_spec.loader is not None  # a .py file always has one
+    user = importlib.util.module_from_spec(loader_spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # the file may import its neighbours
+    sys.modules[module_name] = user  # as an import would (dataclasses, pickling look it up)
+    try:
+        loader_spec.loader.exec_module(user)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise ExportError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(folder)
+    fn = getattr(user, factory, None)
+    if fn is None:
+        raise ExportError(f"{path} has no {factory!r} (the factory of FILE.py[:FACTORY]; {FACTORY_CONTRACT})")
+    if not callable(fn):
+        raise ExportError(f"{where} is not a function ({FACTORY_CONTRACT})")
+    try:
+        made = fn()
+    except Exception as exc:
+        raise ExportError(f"{where}() raised {type(exc).__name__}: {exc}") from exc
+    torch = _torch()
+    if not (isinstance(made, tuple | list) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
+        raise ExportError(f"{where}() returned {type(made).__name__}; {FACTORY_CONTRACT}")
+    module, example = made
+    try:
+        x = torch.as_tensor(example)
+    except Exception as exc:
+        raise ExportError(f"{where}(): the example input is no tensor ({type(exc).__name__}: {exc})") from exc
+    try:
+        model = export_module(module, x)
+    except ExportError as exc:
+        raise ExportError(f"{where}: {exc}") from exc
+    except Exception as exc:  # fx shape propagation: the module fails on its own example
+        raise ExportError(f"{where}: cannot export: {type(exc).__name__}: {exc}") from exc
+    return Exported(
+        name or path.stem, model, x.detach().cpu().numpy(), notes=f"exported from {path.name}:{factory}"
+    )
 
 
 def example_payload(exp: Exported) -> bytes:

@@ -9,11 +9,23 @@ Relu, LeakyRelu, Tanh, Sigmoid, Gelu (approximate = tanh), Softmax (last axis), 
 axis), MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Squeeze, Unsqueeze, Transpose, Gather on a
 constant table (embedding), ArgMax (last axis, keepdims = 0), Identity, Dropout, Constant. Anything else
 raises `OnnxImportError` naming every unsupported op of the model.
+
+Quantized models in the QDQ form (QuantizeLinear / DequantizeLinear pairs, as
+`onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)` writes them) run on mlkit's
+8-bit ops (docs/model-format.md, "Quantized models"): QuantizeLinear of a float value -> `quantize`; a Gemm,
+MatMul (constant weight) or Conv whose activation is a DequantizeLinear of an 8-bit value, whose weight (and
+bias) are DequantizeLinear of int8 / uint8 (int32) constants, and whose only consumer is a QuantizeLinear ->
+`qlinear` / `qconv2d` with int32 sums and integer requantization to that QuantizeLinear's scale; MaxPool,
+Flatten, Reshape, Squeeze, Unsqueeze between a DequantizeLinear and a QuantizeLinear of the same scale and
+zero point -> the op on the 8-bit tensor. Any other use of a dequantized value gets a `dequantize` node and
+runs in float. Activations are quantized per tensor; weights per tensor or per output channel, with one zero
+point (0 for the symmetric int8 weights quantize_static writes by default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +37,11 @@ from mlkit.export import (
     emit_binary,
     emit_conv2d,
     emit_conv_transpose2d,
+    emit_dequantize,
     emit_linear,
     emit_pool,
+    emit_qop,
+    emit_quantize,
     emit_reshape,
     emit_transpose,
     last_axis,
@@ -89,6 +104,16 @@ class _Importer:
                 self.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
         self.g = Graph()
         self.env: dict[str, int] = {}
+        # QDQ: 8-bit activations (name -> QValue), dequantized views of them (DQ output -> quantized name),
+        # DequantizeLinear of constants (DQ output -> QConst), nodes already done by a fused op
+        self.qvalues: dict[str, QValue] = {}
+        self.dq_views: dict[str, str] = {}
+        self.qconsts: dict[str, QConst] = {}
+        self.done: set[int] = set()
+        self.consumers: dict[str, list[Any]] = {}
+        for node in self.proto.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
 
     def run(self) -> Graph:
         gr = self.proto.graph
@@ -106,6 +131,8 @@ class _Importer:
                 self.shape_of(vi.name), _dtype(vi.type.tensor_type.elem_type)
             )
         for node in gr.node:
+            if id(node) in self.done:
+                continue
             try:
                 _RULES[node.op_type](self, node)
             except OnnxImportError:
@@ -113,6 +140,8 @@ class _Importer:
             except ExportError as exc:
                 raise OnnxImportError(f"{node.op_type} node {node.name or node.output[0]!r}: {exc}") from None
         for vi in gr.output:
+            if vi.name in self.dq_views or vi.name in self.qvalues:
+                self.tensor(vi.name)  # a dequantize node (graph outputs are f32)
             if vi.name not in self.env:
                 raise OnnxImportError(
                     f"graph output {vi.name!r} is a constant; mlkit outputs computed tensors"
@@ -135,6 +164,9 @@ class _Importer:
 
     def tensor(self, name: str) -> int:
         """The mlkit tensor for an ONNX value: an activation, or a constant added on first use."""
+        if name not in self.env and (name in self.dq_views or name in self.qvalues):
+            q = self.qvalues[self.dq_views.get(name, name)]
+            self.env[name] = emit_dequantize(self.g, q.tid, q.scale, q.zero_point)
         if name not in self.env:
             if name not in self.consts:
                 raise OnnxImportError(f"tensor {name!r} is used before it is defined")
@@ -152,6 +184,26 @@ class _Importer:
 
     def bind(self, node: Any, tid: int) -> None:
         self.env[node.output[0]] = tid
+
+
+@dataclass(frozen=True)
+class QValue:
+    """An 8-bit activation: its mlkit tensor, scale and zero point."""
+
+    tid: int
+    scale: float
+    zero_point: int
+    dtype: str  # "u8" or "i8"
+
+
+@dataclass(frozen=True)
+class QConst:
+    """A DequantizeLinear of a constant: the integers, scales and zero points (per axis or one)."""
+
+    data: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int
 
 
 def _static_shapes(proto: Any) -> Any:
@@ -211,6 +263,8 @@ def _check_window(node: Any, a: dict[str, Any]) -> None:
 @_rule("Gemm")
 def _gemm(im: _Importer, node: Any) -> None:
     a = _attrs(node)
+    if _qgemm(im, node, a):
+        return
     if float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0 or int(a.get("transA", 0)):
         raise OnnxImportError(f"Gemm {node.name!r}: only alpha = beta = 1 and transA = 0 are supported")
     w = im.const(node.input[1], "Gemm weight")
@@ -224,6 +278,8 @@ def _gemm(im: _Importer, node: Any) -> None:
 
 @_rule("MatMul")
 def _matmul(im: _Importer, node: Any) -> None:
+    if _qmatmul(im, node):
+        return
     a, b = node.input
     if im.is_const(b) and im.consts[b].ndim == 2:
         im.bind(node, emit_linear(im.g, im.tensor(a), np.ascontiguousarray(im.consts[b].T), None))
@@ -256,6 +312,8 @@ def _binary(im: _Importer, node: Any) -> None:
 def _conv(im: _Importer, node: Any) -> None:
     a = _attrs(node)
     _check_window(node, a)
+    if _qconv(im, node, a):
+        return
     w = im.const(node.input[1], "Conv weight").astype(np.float32)
     b = im.const(node.input[2], "Conv bias") if len(node.input) > 2 and node.input[2] else None
     if w.ndim != 4:
@@ -340,6 +398,8 @@ def _layernorm(im: _Importer, node: Any) -> None:
 @_rule("MaxPool", "AveragePool")
 def _pool(im: _Importer, node: Any) -> None:
     a = _attrs(node)
+    if node.op_type == "MaxPool" and _q_passthrough(im, node):
+        return
     _check_window(node, a)
     if len([o for o in node.output if o]) > 1:
         raise OnnxImportError(f"MaxPool {node.name!r}: the Indices output is not supported")
@@ -363,6 +423,8 @@ def _gap(im: _Importer, node: Any) -> None:
 
 @_rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def _reshape(im: _Importer, node: Any) -> None:
+    if _q_passthrough(im, node):
+        return
     im.bind(node, emit_reshape(im.g, im.tensor(node.input[0]), im.out_shape(node)))
 
 
@@ -414,3 +476,184 @@ def _constant(im: _Importer, node: Any) -> None:
     if "value" not in a:
         raise OnnxImportError(f"Constant {node.name!r}: only the 'value' form is supported")
     im.consts[node.output[0]] = numpy_helper.to_array(a["value"].t)
+
+
+# -- QDQ: quantized models ---------------------------------------------------------------------------------
+
+_Q_DTYPES = {np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8"}
+
+
+def _qparams(im: _Importer, node: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """A QuantizeLinear's or DequantizeLinear's scale, zero point (uint8 0 if absent) and axis."""
+    scale = np.asarray(im.const(node.input[1], f"{node.op_type} scale"), dtype=np.float32)
+    has_zp = len(node.input) > 2 and node.input[2]
+    zp = np.zeros((), np.uint8)
+    if has_zp:
+        zp = np.asarray(im.const(node.input[2], f"{node.op_type} zero point"))
+    return scale, zp, int(_attrs(node).get("axis", 1))
+
+
+@_rule("QuantizeLinear")
+def _quantize(im: _Importer, node: Any) -> None:
+    scale, zp, _ = _qparams(im, node)
+    dtype = _Q_DTYPES.get(zp.dtype)
+    if dtype is None or scale.size != 1 or zp.size != 1:
+        raise OnnxImportError(
+            f"QuantizeLinear {node.name!r}: activations are quantized per tensor to int8 or uint8, "
+            f"got {zp.dtype} with {scale.size} scale(s)"
+        )
+    x = im.tensor(node.input[0])
+    if im.g.dtype(x) != "f32":
+        raise OnnxImportError(f"QuantizeLinear {node.name!r}: quantizes float tensors only")
+    tid = emit_quantize(im.g, x, float(scale.reshape(())), int(zp.reshape(())), dtype)
+    im.qvalues[node.output[0]] = QValue(tid, float(scale.reshape(())), int(zp.reshape(())), dtype)
+
+
+@_rule("DequantizeLinear")
+def _dequantize(im: _Importer, node: Any) -> None:
+    x, out = node.input[0], node.output[0]
+    scale, zp, axis = _qparams(im, node)
+    if im.is_const(x):  # a quantized constant: kept as integers, and as floats for float consumers
+        data = np.asarray(im.consts[x])
+        axis = axis % max(data.ndim, 1)
+        bshape = [1] * data.ndim
+        if scale.size > 1:
+            bshape[axis] = -1
+        z = zp.astype(np.int64).reshape(bshape if zp.size > 1 else ())
+        im.qconsts[out] = QConst(data, scale.reshape(-1), zp.reshape(-1).astype(np.int64), axis)
+        sc = scale.reshape(bshape if scale.size > 1 else ())
+        floats = (data.astype(np.int64) - z).astype(np.float32) * sc
+        im.consts[out] = floats.astype(np.float32)
+        return
+    if x not in im.qvalues:
+        raise OnnxImportError(
+            f"DequantizeLinear {node.name!r}: {x!r} is not a QuantizeLinear output or a constant"
+        )
+    if scale.size != 1 or zp.size != 1:
+        raise OnnxImportError(f"DequantizeLinear {node.name!r}: activations are dequantized per tensor")
+    q = im.qvalues[x]
+    im.dq_views[out] = x
+    im.qvalues[out] = QValue(q.tid, float(scale.reshape(())), int(zp.reshape(())), q.dtype)
+
+
+def _only_quantize_of(im: _Importer, name: str) -> Any | None:
+    """The QuantizeLinear that is the only consumer of `name` (and name no graph output), or None."""
+    users = im.consumers.get(name, [])
+    outputs = {vi.name for vi in im.proto.graph.output}
+    if len(users) == 1 and users[0].op_type == "QuantizeLinear" and name not in outputs:
+        return users[0]
+    return None
+
+
+def _q_out(im: _Importer, node: Any) -> tuple[Any, float, int, str] | None:
+    """The QuantizeLinear of node's output, with its (per tensor) scale, zero point and dtype; or None."""
+    q = _only_quantize_of(im, node.output[0])
+    if q is None:
+        return None
+    scale, zp, _ = _qparams(im, q)
+    dtype = _Q_DTYPES.get(zp.dtype)
+    if dtype is None or scale.size != 1 or zp.size != 1:
+        return None
+    return q, float(scale.reshape(())), int(zp.reshape(())), dtype
+
+
+def _q_passthrough(im: _Importer, node: Any) -> bool:
+    """MaxPool and reshapes between a dequantize and a quantize of the same parameters: on the 8-bit tensor
+    (they move or compare values, so Q(op(DQ(q))) = op(q))."""
+    x = node.input[0]
+    out = _q_out(im, node)
+    if x not in im.dq_views or out is None:
+        return False
+    qx, (q, scale, zp, dtype) = im.qvalues[x], out
+    if (qx.scale, qx.zero_point, qx.dtype) != (scale, zp, dtype):
+        return False
+    if node.op_type == "MaxPool":
+        a = _attrs(node)
+        kernel = tuple(int(k) for k in a["kernel_shape"])
+        stride = tuple(int(s) for s in a.get("strides", [1, 1]))
+        if len([o for o in node.output if o]) > 1 or len(kernel) != 2:
+            return False
+        tid = emit_pool(im.g, "maxpool2d", qx.tid, kernel, stride, _sym_pads(a.get("pads"), node))
+    else:
+        tid = emit_reshape(im.g, qx.tid, im.out_shape(node))
+    im.qvalues[q.output[0]] = QValue(tid, scale, zp, dtype)
+    im.done.add(id(q))
+    return True
+
+
+def _qop(
+    im: _Importer,
+    node: Any,
+    op: str,
+    x: str,
+    w: np.ndarray,
+    wq: QConst,
+    w_axis: int,
+    bias: str | None,
+    **conv: Any,
+) -> bool:
+    """Emit qlinear / qconv2d for node (w in mlkit's layout, its output channels on axis 0; w_axis: the axis
+    of wq's per-channel scales in that layout) if its activation is a dequantized 8-bit value, its weight an
+    8-bit constant with one zero point, and its only consumer a QuantizeLinear."""
+    out = _q_out(im, node)
+    wdtype = _Q_DTYPES.get(w.dtype)
+    if x not in im.dq_views or out is None or wdtype is None or np.unique(wq.zero_point).size != 1:
+        return False
+    if wq.scale.size > 1 and w_axis != 0:
+        return False
+    qx, (q, y_scale, y_zp, y_dtype) = im.qvalues[x], out
+    n = w.shape[0]
+    acc_scale = np.float32(qx.scale) * np.broadcast_to(wq.scale, (n,)).astype(np.float32)  # float32, as ORT
+    if not bias:
+        bias_int = np.zeros(n, np.int64)
+    elif (
+        bias in im.qconsts
+        and im.qconsts[bias].data.dtype == np.int32
+        and np.array_equal(np.broadcast_to(im.qconsts[bias].scale, (n,)), acc_scale)
+        and not im.qconsts[bias].zero_point.any()
+    ):
+        bias_int = im.qconsts[bias].data.astype(np.int64).reshape(n)
+    else:  # a float bias, or another scale: rounded to the sums' scale
+        b = np.asarray(im.const(bias, f"{node.op_type} bias"), np.float64).reshape(n)
+        bias_int = np.clip(np.rint(b / acc_scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int64)
+    m = acc_scale.astype(np.float64) / np.float64(np.float32(y_scale))
+    if wq.scale.size == 1:
+        m = m[:1]
+    zps = (qx.zero_point, int(wq.zero_point.reshape(-1)[0]), y_zp)
+    tid = emit_qop(im.g, op, qx.tid, w, wdtype, bias_int, m, zps, y_dtype, **conv)
+    im.qvalues[q.output[0]] = QValue(tid, y_scale, y_zp, y_dtype)
+    im.done.add(id(q))
+    return True
+
+
+def _qgemm(im: _Importer, node: Any, a: dict[str, Any]) -> bool:
+    w = node.input[1]
+    if w not in im.qconsts or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
+        return False
+    if int(a.get("transA", 0)):
+        return False
+    wq = im.qconsts[w]
+    trans_b = int(a.get("transB", 0))
+    data = wq.data if trans_b else np.ascontiguousarray(wq.data.T)
+    axis = wq.axis if trans_b else 1 - wq.axis
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    return _qop(im, node, "qlinear", node.input[0], data, wq, axis, bias)
+
+
+def _qmatmul(im: _Importer, node: Any) -> bool:
+    w = node.input[1]
+    if w not in im.qconsts or im.qconsts[w].data.ndim != 2:
+        return False
+    wq = im.qconsts[w]
+    return _qop(im, node, "qlinear", node.input[0], np.ascontiguousarray(wq.data.T), wq, 1 - wq.axis, None)
+
+
+def _qconv(im: _Importer, node: Any, a: dict[str, Any]) -> bool:
+    w = node.input[1]
+    if w not in im.qconsts or im.qconsts[w].data.ndim != 4:
+        return False
+    wq = im.qconsts[w]
+    stride = tuple(int(s) for s in a.get("strides", [1, 1]))
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    pad = _sym_pads(a.get("pads"), node)
+    return _qop(im, node, "qconv2d", node.input[0], wq.data, wq, wq.axis, bias, stride=stride, pad=pad)

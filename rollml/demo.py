@@ -1,18 +1,32 @@
-"""`rollml demo`: the whole system on one chain, three scenarios played by real agents.
+"""`rollml demo`: the whole system on one chain, its scenarios played by real agents.
 
 On an in-process py-evm chain (default) or any JSON-RPC endpoint (`--rpc`, e.g. `rollml devnet`), the demo
-deploys every contract, registers the MNIST MLP and the DCGAN-32 generator, and plays:
+deploys every contract, registers the MNIST MLP, fortune-gpt and the DCGAN-32 generator, and plays:
 
-a. `honest`: a dApp (GanNFT) asks for a DCGAN image; the honest node runs it in the VM and posts it, the
-   honest challenger re-executes and agrees, the window passes, the result finalizes, the callback mints
-   the NFT carrying the output hash, and the image is written as PNG;
+a. `honest`: a dApp (GanNFT) asks for a DCGAN image; the honest node computes it natively with mlkit and
+   posts it with a split claim (the root of its states over the model's node executions), the honest
+   challenger re-computes every state and agrees, the window passes, the result finalizes, the callback
+   mints the NFT carrying the output hash, and the image is written as PNG;
+a2. `blend`: a second NFT is minted the same way, then GanNFT.blend mints their child from the
+   interpolation of the two latents computed on-chain (checked against `rollml.core.gan_nft`), served like
+   any mint; the parents and the child are written side by side in one PNG;
 b. `dishonest-prover`: a lying node posts a wrong digit for an MNIST request; the honest challenger
-   disputes, the bisection narrows round by round, the one-step proof runs on-chain, the liar's bond goes
-   to the challenger, the request reopens and the honest node serves it;
-c. `dishonest-challenger`: a challenger disputes the honest node's correct MNIST result with a tampered
-   trace and loses its bond to the node.
+   disputes, the top game bisects the node executions down to the first wrong one, the node opens its VM
+   game (the guest runs that one execution), the bottom game bisects its VM steps, the one-step proof runs
+   on-chain, half the liar's bond goes to the challenger (the other half is burned), the request reopens
+   and the honest node serves it;
+c. `dishonest-challenger`: a challenger disputes the honest node's correct MNIST result with a wrong tensor
+   in its states and loses its bond to the node;
+d. `text`: a dApp asks fortune-gpt (a small GPT trained on Debian's fortunes) to continue a prompt; the
+   honest node generates the text natively, the challenger agrees, the result finalizes and the text is
+   decoded with the model's tokenizer;
+e. `train`: verifiable training (docs/protocol.md section 7): an MLP is trained on digits in 20 updates by
+   two workers through `TrainingRun`; one posts a wrong update, the fraud-proofer re-computes it and wins
+   the game (the VM game over the update's guest run), the loss curve is written as PNG, the trained model
+   is registered and serves an inference request, and its test accuracy is reported.
 
-Everything runs for real: the VM runs of both sides, every transaction, the one-step proof in MIPS.sol.
+Everything runs for real: both sides' native states, the VM runs of a disputed execution, every
+transaction, the one-step proof in MIPS.sol.
 Time on the chain is moved forward (challenge windows, move deadlines) only while every agent is idle.
 Per scenario the demo reports rounds, transactions, gas and wall time; `--json` prints them as one object.
 """
@@ -26,23 +40,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from web3.logs import DISCARD
 
+from challenger.agent import Challenger
 from mipsvm.hashing import keccak256
 from mlkit.format import model_id
-from rollml.agent import Agent, ModelStore, TickStats, game_report, play_until
-from rollml.chain import Chain
-from rollml.deploy import Contracts, deploy, register_model
-from rollml.dispute import GameStatus
-from rollml.sdk import Client, RequestStatus, game_status, request_status
+from node.prover import ProverNode
+from rollml.agent.base import Agent, TickStats
+from rollml.agent.reads import game_report
+from rollml.core.chain import Chain
+from rollml.core.deploy import Contracts
+from rollml.core.dispute import GameStatus
+from rollml.core.sdk import Client, RequestStatus, game_status, request_status
+from rollml.world import World
 
 GAN_SEED = 2026  # the NFT's latent seed
+BLEND_SEED = 7  # the second parent's seed in the blend step
+BLEND_WEIGHT = 5000  # the child's share of the second parent, in 1 / GanNFT.WEIGHT_ONE
 DIGIT_INDEX = {"dishonest-prover": 3, "dishonest-challenger": 11}  # which test digit each scenario classifies
 MAX_TICKS = 400
+TEXT_PROMPT = "The secret of success is"  # the text scenario's prompt and how many tokens it asks for
+TEXT_NEW_TOKENS = 24
 
 
 @dataclass
@@ -57,6 +79,12 @@ class Scenario:
     gas: int
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # scenario keys shown at the top level of its entry
+
+    def report(self) -> dict[str, Any]:
+        out = asdict(self)
+        extra = out.pop("extra")
+        return {**out, **extra}
 
 
 @dataclass
@@ -69,7 +97,7 @@ class Actors:
 
 
 SHOWN_EVENTS = {
-    "job_running": "runs request {request} in the VM",
+    "job_running": "runs request {request}",
     "posted": "posted result {result} for request {request}",
     "verified": "re-executed result {result}: {verdict}",
     "challenged": "challenged: game {game}",
@@ -78,6 +106,12 @@ SHOWN_EVENTS = {
     "withdrawn": "withdrew {wei} wei",
     "error": "error during {during}: {error}",
     "job_failed": "job {request} failed: {reason}",
+    "lease_taken": "took the lease on update {index} of run {run}",
+    "update_posted": "posted update {index} (loss {loss}, honest {honest}): {steps:,} VM steps in {vm_s} s",
+    "update_checked": "re-computed update {index}: {reason}",
+    "update_disputed": "challenged update {index}: game {game}",
+    "update_challenged": "update {update} challenged: game {game}",
+    "update_accepted": "update {index} accepted",
 }
 
 
@@ -125,15 +159,21 @@ class RoundTracker:
 
     def show(self, game_id: int) -> None:
         g = self.chain.call(self.contracts.game.functions.getGame(game_id))
-        lo, hi, status, turn = int(g[0]), int(g[1]), int(g[3]), int(g[4])
+        lo, hi, status, turn, top = int(g[0]), int(g[1]), int(g[3]), int(g[4]), bool(g[12])
         if status != GameStatus.ACTIVE or self.seen.get(game_id) == (lo, hi, turn):
             return
         self.seen[game_id] = (lo, hi, turn)
-        what = ("proposer dissects", "challenger picks", "one step left: proven on-chain")[turn]
+        unit = "node executions" if top else "VM steps"  # a split game's top level, or a VM game's steps
+        what = (
+            "proposer dissects",
+            "challenger picks",
+            "one step left: proven on-chain",
+            "one execution left: the proposer opens it in the VM",
+        )[turn]
         t = time.perf_counter() - self.timeline.t0
         self.console.print(
             f"  [dim]{t:6.1f}s[/] [bold]{'game ' + str(game_id):<20}[/] "
-            f"[cyan][{lo:,} .. {hi:,}][/] ({hi - lo:,} steps): {what}"
+            f"[cyan][{lo:,} .. {hi:,}][/] ({hi - lo:,} {unit}): {what}"
         )
 
 
@@ -148,13 +188,14 @@ def actors(chain: Chain) -> Actors:
 
 
 def build_models(console: Console) -> dict[str, bytes]:
-    """The MNIST MLP (trained on scikit-learn's digits, cached) and the DCGAN-32 generator (seeded)."""
-    from mlkit.models import export_reference
+    """The MNIST MLP (trained on scikit-learn's digits, cached), the DCGAN-32 generator (seeded) and
+    fortune-gpt (trained, committed)."""
+    from mlkit.models import reference_model
 
     models = {}
     with console.status("building the reference models (cached after the first run)"):
-        for name in ("mnist-mlp", "dcgan32"):
-            models[name] = export_reference(name).model
+        for name in ("mnist-mlp", "dcgan32", "fortune-gpt"):
+            models[name] = reference_model(name)
     return models
 
 
@@ -186,36 +227,28 @@ def timeline_logging(timeline: Timeline) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------------
 class Demo:
     def __init__(self, console: Console, chain: Chain, workdir: Path, out_dir: Path) -> None:
+        from rollml.core.execution import Tamper, TamperKind
+
         self.console, self.chain, self.out_dir = console, chain, out_dir
         self.who = actors(chain)
         self.models = build_models(console)
         with console.status("deploying the contracts and registering the models"):
-            gan = self.models["dcgan32"]
-            self.deployment = deploy(chain, self.who.dapp, model_id(gan), gan_model=gan)
-            self.mnist_id = register_model(
-                chain, self.deployment, self.who.dapp, self.models["mnist-mlp"], "mnist-mlp"
-            )
+            served = {name: self.models[name] for name in ("mnist-mlp", "fortune-gpt")}
+            self.world = World.create(chain, workdir, served, gan_model=self.models["dcgan32"])
+        self.deployment = self.world.deployment
+        self.mnist_id = model_id(self.models["mnist-mlp"])
+        self.text_id = model_id(self.models["fortune-gpt"])
         self.gan_id = self.deployment.gan_model_id
-        self.contracts = self.deployment.contracts(chain)
+        self.contracts = self.world.contracts
         self.client = Client(chain, self.deployment, self.who.dapp)
-        store = ModelStore()
-        for model in self.models.values():
-            store.add(model)
-        window = self.deployment.params.challenge_window
-        self.idle_advance = max(window, self.deployment.move_timeout) + 1
 
         def agent(cls: type[Agent], account: LocalAccount, name: str, **kw: Any) -> Agent:
-            log = logging.getLogger(f"rollml.demo.{name}")
-            return cls(chain, self.deployment, account, workdir / f"{name}.sqlite", store, logger=log, **kw)
-
-        from challenger.agent import Challenger
-        from node.prover import ProverNode
-        from rollml.execution import Tamper, TamperKind
+            return self.world.agent(cls, account, name, logging.getLogger(f"rollml.demo.{name}"), **kw)
 
         self.node = agent(ProverNode, self.who.node, "node")
         self.challenger = agent(Challenger, self.who.challenger, "challenger")
         self.liar = agent(ProverNode, self.who.liar, "liar", tamper=Tamper(TamperKind.OUTPUT))
-        troll_tamper = Tamper(TamperKind.REGISTER, fraction=0.37, register=16, mask=1 << 9)
+        troll_tamper = Tamper(TamperKind.TENSOR, fraction=0.37)  # a wrong tensor in its states of the claim
         self.troll = agent(Challenger, self.who.troll, "troll", tamper=troll_tamper, challenge_correct=True)
         self.names = {
             "rollml.demo.node": "honest node",
@@ -226,11 +259,15 @@ class Demo:
         self.timeline = Timeline(console, self.names)
         self.tracker = RoundTracker(console, chain, self.contracts, self.timeline)
         self.dissect_seconds: list[float] = []  # of the current scenario
+        self.gan_token: int | None = None  # the NFT minted by the honest scenario (a parent of the blend)
         self.console.print(
             f"  deployed: market {self.deployment.market}, dispute game {self.deployment.game} "
             f"(arity {self.deployment.arity}), MIPS {self.deployment.mips}"
         )
-        self.console.print(f"  models: mnist-mlp 0x{self.mnist_id.hex()}, dcgan32 0x{self.gan_id.hex()}")
+        self.console.print(
+            f"  models: mnist-mlp 0x{self.mnist_id.hex()}, dcgan32 0x{self.gan_id.hex()}, "
+            f"fortune-gpt 0x{self.text_id.hex()}"
+        )
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def request_status(self, request_id: int) -> RequestStatus:
@@ -245,9 +282,7 @@ class Demo:
         return [int(ev["args"]["gameId"]) for ev in evs]
 
     def play(self, agents: list[Agent], done: Callable[[], bool], games: Callable[[], list[int]]) -> None:
-        play_until(
-            self.chain, agents, done, MAX_TICKS, self.idle_advance, self.tracker.watch(games), self.record
-        )
+        self.world.play(agents, done, MAX_TICKS, self.tracker.watch(games), self.record)
 
     def record(self, agent: Agent, stats: TickStats) -> None:
         """Keep how long each answer took: the ticks in which a dissection was computed and sent."""
@@ -284,6 +319,9 @@ class Demo:
                 "game": r.game_id,
                 "status": r.status.name,
                 "rounds": r.rounds,
+                "top_rounds": r.top_rounds,  # a split game's levels (a VM game: all rounds on top)
+                "bottom_rounds": r.bottom_rounds,
+                "opened": r.opened,
                 "moves": len(r.txs),
                 "gas": r.gas,
             }
@@ -291,8 +329,13 @@ class Demo:
         ]
         result = Scenario(name, winner, honest, rounds, txs, gas, round(time.perf_counter() - t0, 2), details)
         mark = "[green]honest side won[/]" if honest else "[red]honest side LOST[/]"
+        if any(r.opened for r in reports):  # a split game: its two levels
+            top, bottom = sum(r.top_rounds for r in reports), sum(r.bottom_rounds for r in reports)
+            rounds_text = f"{rounds} rounds ({top} over node executions, {bottom} over VM steps)"
+        else:
+            rounds_text = f"{rounds} rounds"
         self.console.print(
-            f"  => {mark}: winner {winner}; {rounds} rounds, {txs} transactions, {gas:,} gas, "
+            f"  => {mark}: winner {winner}; {rounds_text}, {txs} transactions, {gas:,} gas, "
             f"{result.seconds:.1f} s"
         )
         return result
@@ -305,18 +348,7 @@ class Demo:
 
         t0, first = time.perf_counter(), self.chain.block_number() + 1
         nft = self.contracts.gan_nft
-        fee = int(self.chain.call(nft.functions.mintFee()))
-        receipt = self.chain.transact(self.who.dapp, nft.functions.mintRequest(GAN_SEED), value=fee)
-        market_events = self.contracts.market.events.InferenceRequested().process_receipt(
-            receipt, errors=DISCARD
-        )
-        rid, latent = int(market_events[0]["args"]["requestId"]), bytes(market_events[0]["args"]["input"])
-        self.console.print(f"  GanNFT.mintRequest(seed {GAN_SEED}) -> request {rid} (fee {fee:,} wei)")
-
-        def finalized() -> bool:
-            return self.request_status(rid) == RequestStatus.FINALIZED
-
-        self.play([self.node, self.challenger], finalized, lambda: self.games_of(rid, first))
+        rid, latent = self.mint_gan(GAN_SEED)
         output = self.client.output_bytes(rid)
         owner = self.chain.call(nft.functions.ownerOf(rid))
         minted_hash = bytes(self.chain.call(nft.functions.outputHashOf(rid)))
@@ -329,7 +361,69 @@ class Demo:
             and native.run(self.models["dcgan32"], latent) == output  # an independent re-run agrees
             and not self.games_of(rid, first)
         )
+        self.gan_token = rid if ok else None
         return self.finish("honest", t0, first, "honest node", ok, [], request=rid, png=str(png))
+
+    # -- a2. blend -------------------------------------------------------------------------------------------
+    def serve_gan(self, call: Any, what: str) -> tuple[int, bytes]:
+        """Send a GanNFT call that requests a generation (paying `mintFee`), let the honest node and
+        challenger serve it until finalized; returns the token id (the request id) and the input the contract
+        requested."""
+        nft = self.contracts.gan_nft
+        fee = int(self.chain.call(nft.functions.mintFee()))
+        first = self.chain.block_number() + 1
+        receipt = self.chain.transact(self.who.dapp, call, value=fee)
+        (event,) = self.contracts.market.events.InferenceRequested().process_receipt(receipt, errors=DISCARD)
+        rid, payload = int(event["args"]["requestId"]), bytes(event["args"]["input"])
+        self.console.print(f"  {what} -> request {rid} (fee {fee:,} wei)")
+
+        def finalized() -> bool:
+            return self.request_status(rid) == RequestStatus.FINALIZED
+
+        self.play([self.node, self.challenger], finalized, lambda: self.games_of(rid, first))
+        return rid, payload
+
+    def mint_gan(self, seed: int) -> tuple[int, bytes]:
+        """`GanNFT.mintRequest(seed)` served until finalized (`serve_gan`)."""
+        return self.serve_gan(
+            self.contracts.gan_nft.functions.mintRequest(seed), f"GanNFT.mintRequest(seed {seed})"
+        )
+
+    def blend(self) -> Scenario:
+        from mlkit import native
+        from mlkit.io import decode_payload
+        from mlkit.models import image_grid, save_png
+        from rollml.core.gan_nft import blend_latent, latent_payload, seed_latent
+
+        t0, first = time.perf_counter(), self.chain.block_number() + 1
+        nft = self.contracts.gan_nft
+        if self.gan_token is None:  # played alone (--only blend): mint the first parent here
+            self.gan_token, _ = self.mint_gan(GAN_SEED)
+        a = self.gan_token
+        b, _ = self.mint_gan(BLEND_SEED)
+        child, payload = self.serve_gan(
+            nft.functions.blend(a, b, BLEND_WEIGHT), f"GanNFT.blend({a}, {b}, weight {BLEND_WEIGHT})"
+        )
+        seeds = [int(self.chain.call(nft.functions.seedOf(t))) for t in (a, b)]
+        expected = latent_payload(blend_latent(seed_latent(seeds[0]), seed_latent(seeds[1]), BLEND_WEIGHT))
+        outputs = [self.client.output_bytes(t) for t in (a, child, b)]
+        images = [decode_payload(out)[0][0] for out in outputs]
+        png = save_png(image_grid(images), self.out_dir / f"gan-blend-{a}-{b}-{child}.png", scale=8)
+        owner = self.chain.call(nft.functions.ownerOf(child))
+        self.console.print(
+            f"  child NFT {child} minted to {owner}: parents {a} and {b}, weight {BLEND_WEIGHT}"
+        )
+        self.console.print(f"  parents and child (left to right: {a}, {child}, {b}) written to {png}")
+        ok = (
+            owner == self.who.dapp.address
+            and payload == expected  # the latent the contract interpolated is the documented rule's
+            and native.run(self.models["dcgan32"], payload) == outputs[1]
+            and bytes(self.chain.call(nft.functions.outputHashOf(child))) == keccak256(outputs[1])
+        )
+        return self.finish(
+            "blend", t0, first, "honest node", ok, [], parents=[a, b], child=child, weight=BLEND_WEIGHT,
+            png=str(png),
+        )  # fmt: skip
 
     # -- b. dishonest prover ---------------------------------------------------------------------------------
     def dishonest_prover(self) -> Scenario:
@@ -395,6 +489,155 @@ class Demo:
             label=label,
         )
 
+    # -- d. text ---------------------------------------------------------------------------------------------
+    def text(self) -> Scenario:
+        from mlkit import native
+        from mlkit.format import decode_model
+        from mlkit.fortunes import committed
+        from mlkit.text import decode_tokens, prompt_payload
+
+        t0, first = time.perf_counter(), self.chain.block_number() + 1
+        model, tok, _ = committed()
+        payload, prompt_ids = prompt_payload(decode_model(model), tok, TEXT_PROMPT, TEXT_NEW_TOKENS)
+        rid = self.client.request(self.text_id, payload).request_id
+        self.console.print(
+            f'  dApp asks fortune-gpt to continue "{TEXT_PROMPT}" ({len(prompt_ids)} tokens, '
+            f"{TEXT_NEW_TOKENS} new) -> request {rid}"
+        )
+
+        def finalized() -> bool:
+            return self.request_status(rid) == RequestStatus.FINALIZED
+
+        self.play([self.node, self.challenger], finalized, lambda: self.games_of(rid, first))
+        output = self.client.output_bytes(rid)
+        (ids,) = self.client.output(rid)
+        text = decode_tokens(tok, ids.tolist())
+        self.console.print(f'  fortune-gpt wrote: "{TEXT_PROMPT}{text}"', highlight=False)
+        ok = native.run(model, payload) == output and not self.games_of(rid, first)  # an independent re-run
+        steps = self.client.status(rid).steps
+        return self.finish(
+            "text", t0, first, "honest node", ok, [], request=rid, prompt=TEXT_PROMPT, text=text, steps=steps
+        )
+
+    # -- e. verifiable training -----------------------------------------------------------------------------
+    def train(self) -> Scenario:
+        """Two workers train an MLP on digits in TRAIN_UPDATES updates; one posts a wrong update, the
+        fraud-proofer catches it in a game; the trained model is registered and serves a request."""
+        from mlkit import native
+        from mlkit.format import model_id as mid_of
+        from mlkit.io import decode_payload
+        from mlkit.train import MLPSpec, digits_batches
+        from rollml.core.deploy import register_model
+        from rollml.core.training import TrainingClient, dataset_store, plan_run, put_batches
+        from trainer.fraudproofer import FraudProofer
+        from trainer.worker import TrainingWorker
+
+        t0, first = time.perf_counter(), self.chain.block_number() + 1
+        spec = MLPSpec(sizes=(64, 16, 10), batch=48, steps=2, lr=0.2, momentum=0.9)
+        chunks, _, _, x_test, y_test = digits_batches(spec, TRAIN_UPDATES * spec.steps, seed=0)
+        store = dataset_store(self.world.workdir / "dataset")
+        ids = put_batches(store, chunks)
+        graph = spec.training_graph()
+        register_model(self.chain, self.deployment, self.who.dapp, graph, "digits-mlp-train")
+        self.world.models.add(graph)
+        creator = TrainingClient(self.chain, self.deployment, self.who.dapp)
+        plan = plan_run(spec, spec.init_params(0), ids, 10**15, 10**17, 10**17, 600, 300)
+        run_id = creator.create_run(plan)
+        self.console.print(
+            f"  run {run_id}: MLP 64-16-10 on digits, {plan.updates} updates of {spec.steps} SGD steps "
+            f"(batch {spec.batch}, lr {spec.lr}, momentum {spec.momentum}); "
+            f"architecture 0x{plan.architecture.hex()[:16]}"
+        )
+
+        def agent(cls: type[Agent], account: LocalAccount, name: str, **kw: Any) -> Agent:
+            log = logging.getLogger(f"rollml.demo.{name}")
+            log.addHandler(self.timeline)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+            return self.world.agent(cls, account, name, log, dataset=store, run_ids=[run_id], **kw)
+
+        self.timeline.names.update(
+            {
+                "rollml.demo.worker": "honest worker",
+                "rollml.demo.lazy-worker": "dishonest worker",
+                "rollml.demo.fraud-proofer": "fraud-proofer",
+            }
+        )
+        honest = cast(TrainingWorker, agent(TrainingWorker, self.who.node, "worker", auto_withdraw=False))
+        liar = cast(
+            TrainingWorker,
+            agent(TrainingWorker, self.who.liar, "lazy-worker", wrong_at=[1], auto_withdraw=False),
+        )
+        proofer = agent(FraudProofer, self.who.challenger, "fraud-proofer")
+        agents = [liar, honest, proofer]
+        try:
+            self.play(agents, lambda: creator.run(run_id).finished, lambda: self.train_games(run_id, first))
+        finally:
+            for a in agents:
+                a.close()
+        paid = {"honest": honest.client.withdraw(), "dishonest": liar.client.withdraw()}
+        status = creator.status(run_id)
+        games = self.train_games(run_id, first)
+        caught = status["wrong_updates_caught"]
+        png = loss_curve_png(status["losses"], self.out_dir / f"train-run-{run_id}-loss.png")
+        self.console.print(
+            f"  {status['accepted']} updates accepted, {caught} wrong caught; loss curve {png}"
+        )
+
+        params, _ = spec.decode_state(creator.state(run_id))
+        model = spec.inference_model(params)
+        mid = creator.register(run_id, model, "digits-mlp-trained")
+        self.world.models.add(model)
+        assert mid == mid_of(model)
+        correct = sum(
+            int(decode_payload(native.run(model, encode_x(x)))[0][0]) == int(y)
+            for x, y in zip(x_test, y_test, strict=True)
+        )
+        accuracy = round(correct / len(y_test), 4)
+        self.console.print(f"  registered the trained model 0x{mid.hex()[:16]}; test accuracy {accuracy:.1%}")
+        rid = self.client.request(mid, [x_test[:1]]).request_id
+
+        def finalized() -> bool:
+            return self.request_status(rid) == RequestStatus.FINALIZED
+
+        self.play([self.node, self.challenger], finalized, lambda: [])
+        (digit,) = self.client.output(rid)
+        self.console.print(
+            f"  inference request {rid} on the trained model: digit {int(digit[0])} (label {int(y_test[0])})"
+        )
+        won = (
+            status["accepted"] == plan.updates
+            and caught >= 1
+            and all(self.game_status(g) == GameStatus.CHALLENGER_WON for g in games)
+        )
+        result = self.finish(
+            "train",
+            t0,
+            first,
+            "fraud-proofer" if won else "dishonest worker",
+            won,
+            games,
+            run=run_id,
+            losses=[round(v, 5) for v in status["losses"]],
+            png=str(png),
+            request=rid,
+            digit=int(digit[0]),
+            label=int(y_test[0]),
+            model_id="0x" + mid.hex(),
+            paid_wei=paid,
+        )
+        result.extra = {"updates": status["accepted"], "wrong_updates_caught": caught, "accuracy": accuracy}
+        return result
+
+    def world_training(self) -> Any:
+        """The TrainingRun contract of the demo's deployment (deployed with everything else)."""
+        assert self.contracts.training is not None
+        return self.contracts.training
+
+    def train_games(self, run_id: int, since: int) -> list[int]:
+        evs = self.chain.events(self.world_training(), "UpdateChallenged", since, runId=run_id)
+        return [int(ev["args"]["gameId"]) for ev in evs]
+
     def game_status(self, game_id: int) -> GameStatus:
         return game_status(self.chain, self.contracts, game_id)
 
@@ -405,13 +648,50 @@ class Demo:
 
 SCENARIOS = (
     ("honest", "a. honest prover, no challenge: the GAN NFT is minted", Demo.honest),
+    ("blend", "a2. two GAN NFTs blended: the child of their latents is minted", Demo.blend),
     ("dishonest-prover", "b. a dishonest prover posts a wrong digit", Demo.dishonest_prover),
     (
         "dishonest-challenger",
         "c. a dishonest challenger disputes a correct result",
         Demo.dishonest_challenger,
     ),
+    ("text", "d. a text request: fortune-gpt writes, verified like any result", Demo.text),
+    ("train", "e. verifiable training: two workers, one wrong update caught", Demo.train),
 )
+TRAIN_UPDATES = 20
+
+
+def encode_x(x: Any) -> bytes:
+    """The input payload of the trained digits model for one image (64 pixels)."""
+    import numpy as np
+
+    from mlkit.io import encode_payload
+
+    return encode_payload([np.asarray(x, np.float32).reshape(1, -1)])
+
+
+def loss_curve_png(losses: list[float], path: Path, width: int = 480, height: int = 240) -> Path:
+    """The loss of each accepted update as a line chart (PNG), with the first and last values written."""
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, top, right, bottom = 40, 20, width - 10, height - 30
+    d.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+    if losses:
+        lo, hi = min(losses), max(losses)
+        span = (hi - lo) or 1.0
+        n = max(len(losses) - 1, 1)
+        pts = [
+            (left + (right - left) * i / n, bottom - (bottom - top) * (v - lo) / span)
+            for i, v in enumerate(losses)
+        ]
+        d.line(pts, fill="royalblue", width=2)
+        d.text((left + 4, top - 14), f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", fill="black")
+        d.text((left, bottom + 8), f"update 1 .. {len(losses)}", fill="black")
+    img.save(path)
+    return path
 
 
 def run(
@@ -441,7 +721,7 @@ def run(
     report = {
         "chain": rpc or "embedded",
         "deployment": demo.deployment.addresses,
-        "scenarios": [asdict(r) for r in results],
+        "scenarios": [r.report() for r in results],
         "honest_won_all": all(r.honest_won for r in results),
         "seconds": round(time.perf_counter() - t0, 2),
     }

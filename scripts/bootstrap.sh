@@ -2,7 +2,8 @@
 # Installs what rollml needs on a Debian machine, skipping whatever is already there.
 #   scripts/bootstrap.sh         runtime: the Python package with torch (the demo builds its reference models
 #                                from fixed seeds) and the Foundry tools (anvil for `rollml devnet`)
-#   scripts/bootstrap.sh --dev   also the MIPS cross compiler, qemu-mips and the test tools
+#   scripts/bootstrap.sh --dev   also the MIPS cross compiler, qemu-mips, the test tools and the fortunes
+#                                corpus (Debian's `fortunes`, which fortune-gpt is trained on)
 # Python packages go into the active interpreter (`python3`): the system one, or a venv you activated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ command -v cc >/dev/null || missing+=(gcc)
 if [ "$dev" = 1 ]; then
   command -v mips-linux-gnu-gcc >/dev/null || missing+=(gcc-mips-linux-gnu binutils-mips-linux-gnu)
   command -v qemu-mips >/dev/null || missing+=(qemu-user)
+  # the text files in /usr/share/games/fortunes: `fortunes` and the `fortunes-min` it depends on
+  [ -f /usr/share/games/fortunes/fortunes ] && [ -f /usr/share/games/fortunes/zippy ] || missing+=(fortunes)
+  # the explorer's browser test drives Debian's chromium through its chromedriver (selenium)
+  command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Build the contracts with forge and export the ABI and bytecode of the deployable ones.
 
-Writes rollml/artifacts/<Name>.json (so pip users need no Solidity toolchain). With --check, writes nothing
-and exits 1 when an exported artifact differs from a fresh build (tests/test_artifacts.py does the same).
+Writes rollml/core/artifacts/<Name>.json (so pip users need no Solidity toolchain). With --check, writes
+nothing and exits 1 when an exported artifact differs from a fresh build (tests/contracts/test_artifacts.py
+does the same).
 The bytecode carries no metadata hash (contracts/foundry.toml: bytecode_hash = "none", cbor_metadata =
 false), so it depends only on the sources and the compiler settings.
 """
@@ -19,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rollml.artifacts import ARTIFACTS_DIR, DEPLOYABLE  # noqa: E402
+from rollml.core.artifacts import ARTIFACTS_DIR, DEPLOYABLE  # noqa: E402
 
 FORGE = ROOT / "scripts" / "forge"
 OUT = ROOT / "contracts" / "out"
@@ -83,7 +84,7 @@ def main() -> int:
         return 0
     for name in names:
         (ARTIFACTS_DIR / f"{name}.json").write_text(fresh[name])
-        print(f"wrote rollml/artifacts/{name}.json")
+        print(f"wrote rollml/core/artifacts/{name}.json")
     print(f"{len(fresh)} artifacts, {len(names)} updated")
     return 0
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""The fault campaign: N random faults played by the real agents on a real chain (rollml/campaign.py).
+"""The fault campaign: N random faults played by the real agents on a real chain (rollml/harness/campaign.py).
 
     python3 scripts/fault_campaign.py [--faults N] [--seed S] [--models mnist-mlp,lenet,gpt2-tiny]
-                                      [--kinds KIND,...] [--rpc URL|embedded] [--json]
+                                      [--kinds KIND,...|inference|split|training] [--rpc URL|embedded]
+                                      [--json]
 
 Each fault runs on its own deployment: a dishonest prover or challenger (VM tampering at a random step,
-wrong outputs, wrong step counts, stalls, malformed leaf proofs, fabricated preimage parts), the honest
-agents answering, and the funds checked after the game. Prints a progress bar, one table row per fault and,
+wrong outputs, wrong step counts, stalls, malformed leaf proofs, fabricated preimage parts; on split claims
+a wrong tensor early, late or in the KV cache, a wrong output, a lying challenger) or, with the
+training kinds, a training run with a lying worker or fraud-proofer (wrong update, stalled lease, withheld
+weights, lying fraud-proofer: rollml/harness/training_faults.py), the honest agents answering, and the
+funds checked after the game. Prints a progress bar, one table row per fault and,
 as the last line, `faults: N injected, N caught, N honest wins, funds conserved: yes|no`. With --json the
 report is one JSON object on stdout and the table goes to stderr. Exit status 0 only when every fault was
 caught, won by the honest side and the funds were conserved.
@@ -28,8 +32,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from mlkit.models import REFERENCE_MODELS  # noqa: E402
-from rollml.campaign import CampaignReport, FaultKind, FaultResult, FaultSpec, plan_faults, run_campaign  # noqa: E402
-from rollml.chain import Chain, ChainError  # noqa: E402
+from rollml.core.chain import Chain, ChainError  # noqa: E402
+from rollml.harness.campaign import (  # noqa: E402
+    SPLIT_KINDS,
+    CampaignReport,
+    FaultKind,
+    FaultResult,
+    FaultSpec,
+    TrainingFaultKind,
+    plan_faults,
+    run_campaign,
+)
 
 DEFAULT_MODELS = "mnist-mlp,lenet,gpt2-tiny"
 NUMERIC = ("#", "rounds", "gas", "s")
@@ -43,7 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})"
     )
-    parser.add_argument("--kinds", default="", help="comma-separated fault kinds (default: all)")
+    parser.add_argument(
+        "--kinds",
+        default="",
+        help="comma-separated fault kinds; 'inference' (the default), 'split' (its split-claim kinds) or"
+        " 'training' name all of a sort",
+    )
     parser.add_argument("--rpc", default="embedded", help="a JSON-RPC url, or 'embedded' (in-process py-evm)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     args = parser.parse_args(argv)
@@ -55,10 +73,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"unknown model(s) {', '.join(unknown) or '(none)'}; expected {', '.join(REFERENCE_MODELS)}"
         )
-    try:
-        args.kinds = [FaultKind(k) for k in args.kinds.split(",") if k] or list(FaultKind)
-    except ValueError as exc:
-        parser.error(f"{exc}; expected {', '.join(FaultKind)}")
+    groups: dict[str, list[FaultKind | TrainingFaultKind]] = {
+        "inference": list(FaultKind),
+        "split": [k for k in FaultKind if k in SPLIT_KINDS],
+        "training": list(TrainingFaultKind),
+    }
+    kinds: list[FaultKind | TrainingFaultKind] = []
+    for name in [k for k in args.kinds.split(",") if k] or ["inference"]:
+        if name in groups:
+            kinds += groups[name]
+        elif name in set(FaultKind):
+            kinds.append(FaultKind(name))
+        elif name in set(TrainingFaultKind):
+            kinds.append(TrainingFaultKind(name))
+        else:
+            expected = ", ".join(["inference", "training", *FaultKind, *TrainingFaultKind])
+            parser.error(f"unknown fault kind {name!r}; expected {expected}")
+    args.kinds = list(dict.fromkeys(kinds))
     return args
 
 
@@ -145,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     except ChainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    report = run_with_progress(chain, plan_faults(args.faults, args.seed, args.models, args.kinds), args.seed)
+    try:
+        plan = plan_faults(args.faults, args.seed, args.models, args.kinds)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = run_with_progress(chain, plan, args.seed)
     if args.json:
         print(json.dumps(report.to_json()))
     print_report(out, report)

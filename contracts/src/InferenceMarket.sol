@@ -6,19 +6,23 @@ import {IDisputeGame, IDisputeGameCreator} from "./interfaces/IDisputeGame.sol";
 import {IInferenceConsumer} from "./interfaces/IInferenceConsumer.sol";
 import {IInferenceMarket} from "./interfaces/IInferenceMarket.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
+import {SlotTree} from "./SlotTree.sol";
 
 /// @title InferenceMarket
 /// @notice Optimistic ML inference: a dApp pays a fee for "model M on input X"; a prover posts the output with
 /// a bond; during the challenge window anyone may challenge with a bond, which opens a `DisputeGame`; an
 /// unchallenged (or successfully defended) result finalizes, the prover is paid and the consumer's callback
-/// fires. A result that loses a game is discarded and the request reopens for another prover.
+/// fires. A result that loses a game is discarded: part of the prover's bond is burned, the rest is shared by
+/// the challenges open on it, and the request reopens for another prover until its fixed deadline.
 /// @dev Protocol described in docs/protocol.md. No owner or admin: every parameter is fixed at deployment.
 /// All payouts are credited to `balanceOf` and pulled with `withdraw`, so no receiver can block a transition.
 /// Accounting invariant: `address(this).balance` == fees of open and proposed requests + bonds of pending
-/// results + bonds of unsettled challenges + the sum of `balanceOf`.
+/// results + bonds of unsettled challenges + the shares owed to unsettled challenges of discarded results +
+/// the sum of `balanceOf` + `burned`.
 contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGuardTransient {
     /// @notice Inputs are one blob chunk at most (vm-spec section 6), so the market computes their blob id.
     uint256 public constant MAX_INPUT_BYTES = 16384;
+    uint256 public constant MAX_REASON_BYTES = 256;
     /// @notice Upper bound of a request's callback gas (keeps `finalize` well inside a block).
     uint64 public constant MAX_CALLBACK_GAS_LIMIT = 5_000_000;
     /// @dev Gas kept back for the CALL itself (cold account access, memory) when checking the callback gets
@@ -28,6 +32,7 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     uint256 internal constant LOCAL_MODEL_ID = 1;
     uint256 internal constant LOCAL_INPUT_ID = 2;
     uint256 internal constant LOCAL_OUTPUT_HASH = 3;
+    uint256 internal constant BPS = 10_000;
 
     IModelRegistry public immutable registry;
     IDisputeGame public immutable disputeGame;
@@ -36,13 +41,22 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     uint256 public immutable callbackGasPrice;
     uint256 public immutable proverBond;
     uint256 public immutable challengerBond;
+    /// @notice Basis points of a losing prover's bond that are burned (see `burned`).
+    uint16 public immutable proverBondBurnBps;
     uint64 public immutable challengeWindow;
     uint64 public immutable requestTimeout;
     uint64 public immutable maxSteps;
+    /// @notice The node guest's initial state hash: the program of every split game's bottom level.
+    bytes32 public immutable execProgramHash;
+    /// @notice The largest execution count a split claim may state (a schedule is far shorter; executions
+    /// past the schedule's end are no-ops, so a longer claim is still decided by its states).
+    uint64 public constant MAX_EXECUTIONS = 1 << 40;
 
     /// @notice Ids handed out so far: requests 1..requestCount, results 1..resultCount.
     uint256 public requestCount;
     uint256 public resultCount;
+    /// @inheritdoc IInferenceMarket
+    uint256 public burned;
 
     mapping(uint256 requestId => Request) internal _requests;
     mapping(uint256 resultId => Result) internal _results;
@@ -55,7 +69,11 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
         _;
     }
 
-    constructor(IModelRegistry registry_, IDisputeGame disputeGame_, Params memory p) {
+    /// @dev The prover bond must fit the uint96 `Result.share` (a share is at most the bond).
+    /// @param execProgram_ the node guest's program hash (`execProgramHash`)
+    constructor(IModelRegistry registry_, IDisputeGame disputeGame_, Params memory p, bytes32 execProgram_) {
+        if (p.proverBondBurnBps > BPS) revert InvalidBurnBps(p.proverBondBurnBps);
+        if (p.proverBond > type(uint96).max) revert BondTooLarge(p.proverBond);
         registry = registry_;
         disputeGame = disputeGame_;
         baseFee = p.baseFee;
@@ -63,9 +81,11 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
         callbackGasPrice = p.callbackGasPrice;
         proverBond = p.proverBond;
         challengerBond = p.challengerBond;
+        proverBondBurnBps = p.proverBondBurnBps;
         challengeWindow = p.challengeWindow;
         requestTimeout = p.requestTimeout;
         maxSteps = p.maxSteps;
+        execProgramHash = execProgram_;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -94,7 +114,7 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
         requestId = ++requestCount;
         _requests[requestId] = Request({
             requester: msg.sender,
-            openedAt: uint64(block.timestamp),
+            createdAt: uint64(block.timestamp),
             status: RequestStatus.Open,
             callback: callback,
             fee: uint96(msg.value),
@@ -116,18 +136,30 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     }
 
     /// @inheritdoc IInferenceMarket
-    /// @dev The requester may take its fee back when no result is pending and none arrived for
-    /// `requestTimeout` seconds since the request was made or last reopened.
+    /// @dev The deadline never moves: a discarded result reopens the request but does not restart its clock,
+    /// so results can be posted only until `createdAt + requestTimeout` and from then on the open request can
+    /// only be cancelled. Whoever keeps a wrong result pending can delay the requester at most until the
+    /// deadline (plus the window and the games of its last result), and loses part of a bond each time.
     function cancelRequest(uint256 requestId) external {
         Request storage req = _requests[requestId];
         if (req.status != RequestStatus.Open) revert WrongStatus(requestId, req.status);
         if (msg.sender != req.requester) revert NotRequester(msg.sender);
-        uint256 expiresAt = uint256(req.openedAt) + requestTimeout;
-        if (block.timestamp < expiresAt) revert RequestNotExpired(requestId, expiresAt);
+        uint256 deadline = _expiresAt(requestId);
+        if (block.timestamp < deadline) revert RequestNotExpired(requestId, deadline);
 
         req.status = RequestStatus.Cancelled;
         _balances[req.requester] += req.fee;
         emit RequestCancelled(requestId);
+    }
+
+    /// @inheritdoc IInferenceMarket
+    /// @dev An event and nothing else: a prover's word that the request cannot be served, so that the
+    /// requester is not left with silence; it can cancel from the deadline on as always.
+    function reportUnservable(uint256 requestId, string calldata reason) external {
+        Request storage req = _requests[requestId];
+        if (req.status != RequestStatus.Open) revert WrongStatus(requestId, req.status);
+        if (bytes(reason).length > MAX_REASON_BYTES) revert ReasonTooLong(bytes(reason).length, MAX_REASON_BYTES);
+        emit RequestUnservable(requestId, msg.sender, reason);
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -138,18 +170,46 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     /// @dev The claim is "the guest run for this request reaches, after `steps` steps, the state with hash
     /// `finalStateHash`", whose status must be VALID: the guest checked keccak256(output) against local 3
     /// (vm-spec section 9).
-    function postResult(uint256 requestId, bytes calldata output, bytes32 finalStateHash, uint64 steps)
+    function postVMResult(uint256 requestId, bytes calldata output, bytes32 finalStateHash, uint64 steps)
         external
         payable
         returns (uint256 resultId)
     {
-        Request storage req = _requests[requestId];
-        if (req.status != RequestStatus.Open) revert WrongStatus(requestId, req.status);
-        if (msg.value != proverBond) revert WrongBond(msg.value, proverBond);
         if (uint8(finalStateHash[0]) != STATUS_VALID) revert ClaimNotValid(finalStateHash);
         if (steps == 0 || steps > maxSteps) revert InvalidSteps(steps, maxSteps);
+        resultId = _post(requestId, output, keccak256(output), finalStateHash, steps, false);
+    }
 
+    /// @inheritdoc IInferenceMarket
+    /// @dev The output is bound to the claim: SLOT_OUTPUT of `stateRoot` holds keccak256(output), the value
+    /// the schedule's OUTPUT execution writes (and a dispute over it is a dispute over that execution).
+    function postResult(
+        uint256 requestId,
+        bytes calldata output,
+        bytes32 stateRoot,
+        uint64 executions,
+        bytes32[14] calldata outputProof
+    ) external payable returns (uint256 resultId) {
+        if (executions == 0 || executions > MAX_EXECUTIONS) revert InvalidSteps(executions, MAX_EXECUTIONS);
         bytes32 outputHash = keccak256(output);
+        _checkOutputBound(stateRoot, outputHash, outputProof);
+        resultId = _post(requestId, output, outputHash, stateRoot, executions, true);
+    }
+
+    function _post(
+        uint256 requestId,
+        bytes calldata output,
+        bytes32 outputHash,
+        bytes32 finalStateHash,
+        uint64 steps,
+        bool split
+    ) internal returns (uint256 resultId) {
+        Request storage req = _requests[requestId];
+        if (req.status != RequestStatus.Open) revert WrongStatus(requestId, req.status);
+        uint256 deadline = _expiresAt(requestId);
+        if (block.timestamp >= deadline) revert RequestExpired(requestId, deadline);
+        if (msg.value != proverBond) revert WrongBond(msg.value, proverBond);
+
         resultId = ++resultCount;
         _results[resultId] = Result({
             prover: msg.sender,
@@ -159,7 +219,9 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
             finalStateHash: finalStateHash,
             steps: steps,
             requestId: uint64(requestId),
-            discarded: false
+            discarded: false,
+            share: 0,
+            split: split
         });
         req.status = RequestStatus.Proposed;
         req.resultId = uint64(resultId);
@@ -183,9 +245,15 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
 
         hasChallenged[resultId][msg.sender] = true;
         r.openGames += 1;
-        bytes32 programHash = registry.programHashOf(req.modelId);
         // The game contract is fixed at deployment and does not call back from createGame.
-        gameId = disputeGame.createGame(r.prover, msg.sender, programHash, r.finalStateHash, r.steps);
+        if (r.split) {
+            gameId = disputeGame.createSplitGame(
+                r.prover, msg.sender, execProgramHash, SlotTree.initialRoot(req.inputId), r.finalStateHash, r.steps
+            );
+        } else {
+            bytes32 programHash = registry.programHashOf(req.modelId);
+            gameId = disputeGame.createGame(r.prover, msg.sender, programHash, r.finalStateHash, r.steps);
+        }
         _challenges[gameId] = Challenge({challenger: msg.sender, resultId: uint64(resultId), settled: false});
         emit ResultChallenged(requestId, resultId, gameId, msg.sender);
     }
@@ -226,9 +294,10 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     // ------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IDisputeGameCreator
-    /// @dev Never reverts for a game this market created. The loser's bond goes to the winner. A challenger
-    /// win discards the result and reopens the request (the fee stays escrowed); the other games on that
-    /// result are refunded through `refundChallenge` (no loop here, so any number of games is fine).
+    /// @dev Never reverts for a game this market created. A proposer win pays the challenger's bond to the
+    /// prover. A challenger win discards the result (`_discard`: part of the prover's bond is burned, the
+    /// rest shared by every challenge still open on it) and reopens the request. A game of an already
+    /// discarded result settles like `refundChallenge`: its bond and its share. No loop over games.
     function onGameResolved(uint256 gameId, bool proposerWon) external onlyDisputeGame {
         Challenge storage c = _challenges[gameId];
         if (c.challenger == address(0) || c.settled) return; // not ours / already refunded: nothing owed
@@ -236,39 +305,31 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
         uint256 resultId = c.resultId;
         Result storage r = _results[resultId];
         emit ChallengeResolved(gameId, resultId, proposerWon);
+        r.openGames -= 1; // >= 1 while a challenge of the result is unsettled
 
         if (r.discarded) {
-            // Another game already discarded this result: this one only gets its bond back.
-            _balances[c.challenger] += challengerBond;
-            emit ChallengeRefunded(gameId, resultId, c.challenger);
-            return;
-        }
-        r.openGames -= 1;
-        if (proposerWon) {
+            _settleAfterDiscard(gameId, resultId, c.challenger, r.share);
+        } else if (proposerWon) {
             _balances[r.prover] += challengerBond;
         } else {
-            _balances[c.challenger] += challengerBond + proverBond;
-            r.discarded = true;
-            Request storage req = _requests[r.requestId];
-            req.status = RequestStatus.Open;
-            req.openedAt = uint64(block.timestamp);
-            emit ResultDiscarded(r.requestId, resultId, gameId);
+            _discard(gameId, resultId, r, c.challenger);
         }
     }
 
     /// @inheritdoc IInferenceMarket
-    /// @dev For a game whose result another game already discarded: refunds the challenger's bond and
-    /// cancels the game. Anyone may call.
+    /// @dev For a game whose result another game already discarded: pays the challenger its bond and its
+    /// share and cancels the game. Anyone may call.
     function refundChallenge(uint256 gameId) external {
         Challenge storage c = _challenges[gameId];
         if (c.challenger == address(0)) revert UnknownGame(gameId);
         if (c.settled) revert GameAlreadySettled(gameId);
         uint256 resultId = c.resultId;
-        if (!_results[resultId].discarded) revert ResultNotDiscarded(resultId);
+        Result storage r = _results[resultId];
+        if (!r.discarded) revert ResultNotDiscarded(resultId);
 
         c.settled = true;
-        _balances[c.challenger] += challengerBond;
-        emit ChallengeRefunded(gameId, resultId, c.challenger);
+        r.openGames -= 1;
+        _settleAfterDiscard(gameId, resultId, c.challenger, r.share);
         disputeGame.cancel(gameId);
     }
 
@@ -310,6 +371,12 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     }
 
     /// @inheritdoc IInferenceMarket
+    function expiresAt(uint256 requestId) external view returns (uint256) {
+        if (_requests[requestId].status == RequestStatus.None) return 0;
+        return _expiresAt(requestId);
+    }
+
+    /// @inheritdoc IInferenceMarket
     function getRequest(uint256 requestId) external view returns (Request memory) {
         return _requests[requestId];
     }
@@ -324,6 +391,11 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
         return _challenges[gameId];
     }
 
+    /// @inheritdoc IInferenceMarket
+    function initialRoot(uint256 requestId) external view returns (bytes32) {
+        return SlotTree.initialRoot(_requests[requestId].inputId);
+    }
+
     /// @notice The blob id (vm-spec section 6) of data of at most one chunk (16384 bytes): the keccak key of
     /// the manifest `u64be(len) ++ keccakKey(data)`. An empty input is one empty chunk.
     function blobIdOf(bytes calldata data) public pure returns (bytes32) {
@@ -335,6 +407,51 @@ contract InferenceMarket is IInferenceMarket, IDisputeGameCreator, ReentrancyGua
     // ------------------------------------------------------------------------------------------------
     // Internals
     // ------------------------------------------------------------------------------------------------
+
+    /// @dev SLOT_OUTPUT of `stateRoot` holds `outputHash`. Virtual only so that the tests can show an unbound
+    /// output landing (contracts/test/utils/BrokenSplit.sol); nothing here overrides it.
+    function _checkOutputBound(bytes32 stateRoot, bytes32 outputHash, bytes32[14] calldata proof)
+        internal
+        pure
+        virtual
+    {
+        bytes32 got = SlotTree.rootFrom(SlotTree.SLOT_OUTPUT, outputHash, proof);
+        if (got != stateRoot) revert OutputNotBound(stateRoot, got);
+    }
+
+    /// @dev The request's fixed deadline. Virtual only so that the tests can run the censorship attack
+    /// against the old rule (contracts/test/utils/OldRules.sol); nothing here overrides it.
+    function _expiresAt(uint256 requestId) internal view virtual returns (uint256) {
+        return uint256(_requests[requestId].createdAt) + requestTimeout;
+    }
+
+    /// @dev Game `gameId` (won by `winner`) discards result `resultId`; `r.openGames` already excludes it.
+    /// `proverBondBurnBps` of the prover's bond is burned; the rest is split equally between this game and
+    /// the `r.openGames` games still open on the result (the rounding dust is burned too). The winner gets its
+    /// bond and its share now; each other game gets the same when it settles (`refundChallenge`, or its own
+    /// resolution). An accomplice that concedes for the prover thus recovers at most the unburned part, and
+    /// shares it with every honest challenger of the result. The request reopens; its deadline stays.
+    /// Never reverts (the bond fits uint96, the bps are at most BPS, there is at least one game). Virtual only
+    /// for the tests' old-rules market, like `_expiresAt`.
+    function _discard(uint256 gameId, uint256 resultId, Result storage r, address winner) internal virtual {
+        uint256 games = uint256(r.openGames) + 1;
+        uint256 share = (proverBond - (proverBond * proverBondBurnBps) / BPS) / games;
+        uint256 burnt = proverBond - share * games;
+        burned += burnt;
+        r.share = uint96(share);
+        r.discarded = true;
+        _balances[winner] += challengerBond + share;
+        uint256 requestId = r.requestId;
+        _requests[requestId].status = RequestStatus.Open;
+        emit ResultDiscarded(requestId, resultId, gameId, share, burnt);
+    }
+
+    /// @dev A challenge of a discarded result settles: its bond back and the result's share.
+    function _settleAfterDiscard(uint256 gameId, uint256 resultId, address challenger, uint256 share) internal {
+        uint256 amount = challengerBond + share;
+        _balances[challenger] += amount;
+        emit ChallengeRefunded(gameId, resultId, challenger, amount);
+    }
 
     function _fee(uint256 inputLength, uint64 callbackGasLimit) internal view returns (uint256) {
         return baseFee + feePerInputByte * inputLength + callbackGasPrice * callbackGasLimit;

@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {FakeTrace} from "./utils/FakeVM.sol";
 import {MarketFixture, RecordingConsumer} from "./utils/MarketFixture.sol";
+import {OldRulesGame, OldRulesMarket} from "./utils/OldRules.sol";
 import {MIPSTestBase, VMState, Mem, MemLib} from "./MIPS.t.sol";
 import {DisputeGame} from "../src/DisputeGame.sol";
 import {InferenceMarket} from "../src/InferenceMarket.sol";
@@ -72,7 +73,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         returns (uint256 resultId)
     {
         vm.prank(who);
-        resultId = market.postResult{value: 1 ether}(id, output, claim, steps);
+        resultId = market.postVMResult{value: 1 ether}(id, output, claim, steps);
     }
 
     /// @dev A wrong one-step claim: VALID, but not the state the program reaches after one step.
@@ -87,7 +88,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         wrongId = _post(id, prover, OUT_BAD, _wrongOneStepClaim(), 1);
         vm.prank(accomplice);
         uint256 g = market.challenge{value: 0.5 ether}(id, wrongId);
-        game.step(g, honestState(0), hex"");
+        game.step(g, _wrongOneStepClaim(), honestState(0), hex"");
         assertTrue(market.getResult(wrongId).discarded, "the accomplice discarded the wrong result");
         rightId = _post(id, prover, OUT_OK, honestHash(STEPS), STEPS);
     }
@@ -147,7 +148,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         assertEq(uint256(market.getChallenge(g).resultId), rid);
         assertEq(game.getGame(g).disputedHash, tamperedHash(STEPS));
         play(game, g, tamperedHash, honestHash, false);
-        assertEq(market.balanceOf(alice), 1.5 ether, "the honest challenger wins the bond");
+        assertEq(market.balanceOf(alice), 1 ether, "the honest challenger: its bond + the unburned half");
         _assertSolvent();
     }
 
@@ -195,7 +196,8 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         market.onGameResolved(777, false); // not a market game
         vm.stopPrank();
         assertEq(market.balanceOf(prover), 0.5 ether, "alice's bond, once");
-        assertEq(market.balanceOf(bob), 1.5 ether, "prover's bond + own, once");
+        assertEq(market.balanceOf(bob), 0.5 ether + 0.5 ether, "own bond + the unburned half of the prover's, once");
+        assertEq(market.burned(), 0.5 ether, "burned once");
         assertEq(market.balanceOf(alice), 0);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.GameAlreadySettled.selector, gA));
         market.refundChallenge(gA);
@@ -248,23 +250,174 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         }
     }
 
-    /// @dev KNOWN OPEN ISSUE (docs/protocol.md section 7): a wrong prover's accomplice that challenges and
-    /// wins first takes the prover's bond; honest challengers only get theirs back. Safety holds (the result
-    /// is discarded), the deterrent does not. This test pins today's behaviour; a fix (burning part of the
-    /// losing bond) must change it.
-    function test_KnownIssue_SelfChallengeRaceRecyclesTheProversBond() public {
+    // =========================================================================================================
+    // Self-challenge censorship (issue 12, item 2; docs/security.md section 6)
+    // =========================================================================================================
+
+    /// @dev Figures of one `_selfChallengeSiege`.
+    struct Siege {
+        uint256 createdAt; // when the request was made
+        uint256 posts; // wrong results the attacker managed to post
+        uint256 refusedCancels; // cancellations the requester tried during the siege (all refused)
+        uint256 refusedHonestPosts; // posts an honest prover tried during the siege (all refused)
+        uint256 cancelledAt; // when the requester got its fee back (0: never)
+        int256 attackerNet; // wei the prover and its accomplice gained together, everything withdrawn
+        int256 honestNet; // wei alice, the honest challenger, gained
+        uint256 burned; // the market's `burned` at the end
+    }
+
+    uint256 internal constant SIEGE_CYCLE = 2 hours;
+
+    /// @dev A wrong prover's accomplice challenges and wins first (the prover concedes): half the prover's bond
+    /// is burned and the other half is shared by every game open on the result, so the honest challenger that
+    /// also challenged gets as much as the accomplice. (Under the old rules the accomplice took the whole bond
+    /// and the honest challenger only got its own back: `test_SelfChallenge_TheSiegeTestFailsAgainstEachOldRule`.)
+    function test_SelfChallenge_AConcessionBurnsHalfTheBondAndRewardsTheHonestChallenger() public {
         uint256 id = _request();
         uint256 rid = _post(id, prover, OUT_BAD, _wrongOneStepClaim(), 1);
         vm.prank(alice);
         uint256 gA = market.challenge{value: 0.5 ether}(id, rid);
         vm.prank(accomplice);
         uint256 gX = market.challenge{value: 0.5 ether}(id, rid);
-        game.step(gX, honestState(0), hex""); // the accomplice's game resolves first
-        assertEq(market.balanceOf(accomplice), 1.5 ether, "the prover's bond goes to its accomplice");
+        game.step(gX, _wrongOneStepClaim(), honestState(0), hex""); // the accomplice's game resolves first
+        assertEq(market.burned(), 0.5 ether, "half the prover's bond is burned");
+        assertEq(market.balanceOf(accomplice), 0.5 ether + 0.25 ether, "its bond + one share");
+        _assertSolvent(); // alice's bond and share are owed, not yet credited
         market.refundChallenge(gA);
-        assertEq(market.balanceOf(alice), 0.5 ether, "the honest challenger only gets its bond back");
-        assertTrue(market.getRequest(id).status == IInferenceMarket.RequestStatus.Open, "but safety holds");
+        assertEq(market.balanceOf(alice), 0.5 ether + 0.25 ether, "the honest challenger: its bond + one share");
+        assertTrue(market.getRequest(id).status == IInferenceMarket.RequestStatus.Open, "safety holds");
         _assertSolvent();
+    }
+
+    /// @dev The self-challenge censorship over 100 cycles, across the request's deadline: each cycle the prover
+    /// keeps a wrong one-step result pending (alice challenges it, so does the accomplice), then concedes (the
+    /// accomplice steps its own game) and posts the next wrong result in the same block. A wrong result is
+    /// pending at every block boundary: an honest prover cannot post and the requester cannot cancel. The
+    /// deadline ends it: the 85th post is refused, the requester cancels at once, the attacker paid half a
+    /// bond per cycle to the burn and a quarter to alice. `checkSiegeDefeated` holds the verdict, which fails
+    /// against each old rule (next test).
+    function test_SelfChallenge_A100CycleSiegeEndsAtTheDeadlineAndCostsTheAttacker() public {
+        Siege memory s = _selfChallengeSiege(100);
+        _logSiege(s);
+        this.checkSiegeDefeated(s);
+        assertEq(s.posts, REQUEST_TIMEOUT / SIEGE_CYCLE, "84 wrong results, none at or after the deadline");
+        assertEq(s.cancelledAt, s.createdAt + REQUEST_TIMEOUT, "the requester cancels at the deadline");
+        assertEq(s.burned, 42 ether);
+        assertEq(s.honestNet, 21 ether);
+        assertEq(s.attackerNet, -63 ether);
+    }
+
+    /// @dev The same siege against deliberately broken markets (`OldRulesMarket`) with each old rule and with
+    /// both: `checkSiegeDefeated` fails against each. With the old clock (a discard restarts it) the requester
+    /// can never cancel; with the old payout (the winner takes the whole bond) nothing is burned and alice earns
+    /// nothing. With both, all 100 wrong results are posted and the attack costs the attacker nothing.
+    function test_SelfChallenge_TheSiegeTestFailsAgainstEachOldRule() public {
+        string[3] memory why = [
+            "assertTrue failed: false: the requester got its fee back",
+            "assertEq(uint256) failed: left=0 right=42000000000000000000: half of every conceded bond burned",
+            "assertTrue failed: false: the requester got its fee back"
+        ];
+        for (uint256 v = 0; v < 3; v++) {
+            uint256 snap = vm.snapshotState();
+            (bool oldClock, bool oldPayout) = (v != 1, v != 0);
+            market = new OldRulesMarket(registry, game, _params(), execProgram, oldClock, oldPayout);
+            Siege memory s = _selfChallengeSiege(100);
+            _logSiege(s);
+            (bool defeated, bytes memory err) = address(this).call(abi.encodeCall(this.checkSiegeDefeated, (s)));
+            assertFalse(defeated, "the siege test fails against this old rule");
+            assertEq(err, abi.encodeWithSignature("Error(string)", why[v]));
+            if (v == 2) {
+                assertEq(s.posts, 100);
+                assertEq(s.cancelledAt, 0);
+                assertEq(s.attackerNet, 0, "the attack cost nothing");
+                assertEq(s.honestNet, 0, "the honest challenger earned nothing");
+                assertEq(s.burned, 0);
+            }
+            vm.revertToState(snap);
+        }
+    }
+
+    /// @dev The verdict on a siege (external so that the old-rules test can watch it fail): the requester got
+    /// its fee back at most one cycle after the deadline, no wrong result was posted at or after it, the
+    /// attacker lost exactly what was burned plus what alice earned, and alice earned a share of every
+    /// conceded result.
+    function checkSiegeDefeated(Siege memory s) external view {
+        assertTrue(s.cancelledAt != 0, "the requester got its fee back");
+        assertLe(s.cancelledAt, s.createdAt + REQUEST_TIMEOUT + SIEGE_CYCLE, "within a cycle of the deadline");
+        assertLe(s.posts * SIEGE_CYCLE, REQUEST_TIMEOUT, "no post at or after the deadline");
+        assertEq(s.refusedCancels, s.posts, "no cancellation while a result is pending");
+        assertEq(s.refusedHonestPosts, s.posts, "no honest post while a wrong result is pending");
+        uint256 bond = market.proverBond();
+        assertEq(s.burned, s.posts * bond * BURN_BPS / 10_000, "half of every conceded bond burned");
+        assertEq(s.honestNet, int256(s.posts * (bond - bond * BURN_BPS / 10_000) / 2), "alice's share of each");
+        assertEq(s.attackerNet, -(int256(s.burned) + s.honestNet), "the attacker pays both");
+    }
+
+    /// @dev See `test_SelfChallenge_A100CycleSiegeEndsAtTheDeadlineAndCostsTheAttacker`. Solvency is checked
+    /// every 10 cycles and at the end; everyone withdraws everything at the end.
+    function _selfChallengeSiege(uint256 cycles) internal returns (Siege memory s) {
+        bytes32 wrong = _wrongOneStepClaim();
+        vm.deal(prover, 1_000 ether); // enough for every cycle under any rules
+        int256 attackerStart = int256(prover.balance + accomplice.balance);
+        int256 aliceStart = int256(alice.balance);
+        s.createdAt = block.timestamp;
+        uint256 id = _request();
+        uint256 rid = _post(id, prover, OUT_BAD, wrong, 1);
+        s.posts = 1;
+        for (uint256 i = 1; i <= cycles; i++) {
+            vm.prank(alice); // alice verified the wrong result
+            uint256 gA = market.challenge{value: 0.5 ether}(id, rid);
+            vm.prank(accomplice);
+            uint256 gX = market.challenge{value: 0.5 ether}(id, rid);
+            vm.warp(block.timestamp + SIEGE_CYCLE); // block boundaries, with the wrong result pending
+            vm.prank(bob);
+            (bool ok,) = address(market).call{value: 1 ether}(
+                abi.encodeCall(InferenceMarket.postVMResult, (id, OUT_OK, honestHash(STEPS), STEPS))
+            );
+            if (!ok) s.refusedHonestPosts++;
+            vm.prank(dapp);
+            (ok,) = address(market).call(abi.encodeCall(InferenceMarket.cancelRequest, (id)));
+            if (!ok) s.refusedCancels++;
+            // the prover concedes and posts the next wrong result, in one block
+            vm.prank(accomplice);
+            game.step(gX, wrong, honestState(0), hex"");
+            vm.prank(alice);
+            market.refundChallenge(gA);
+            if (i % 10 == 0) _assertSolvent();
+            if (i == cycles) break; // the attacker stops
+            vm.prank(prover);
+            bytes memory ret;
+            (ok, ret) = address(market).call{value: 1 ether}(
+                abi.encodeCall(InferenceMarket.postVMResult, (id, OUT_BAD, wrong, 1))
+            );
+            if (!ok) break; // refused: the deadline passed
+            rid = abi.decode(ret, (uint256));
+            s.posts++;
+        }
+        assertTrue(market.getRequest(id).status == IInferenceMarket.RequestStatus.Open, "reopened");
+        vm.prank(dapp);
+        (bool cancelled,) = address(market).call(abi.encodeCall(InferenceMarket.cancelRequest, (id)));
+        if (cancelled) s.cancelledAt = block.timestamp;
+        _assertSolvent();
+        address[] memory a = _accounts();
+        for (uint256 i = 0; i < a.length; i++) {
+            if (market.balanceOf(a[i]) == 0) continue;
+            vm.prank(a[i]);
+            market.withdraw();
+        }
+        s.attackerNet = int256(prover.balance + accomplice.balance) - attackerStart;
+        s.honestNet = int256(alice.balance) - aliceStart;
+        s.burned = market.burned();
+        assertEq(address(market).balance, s.burned + (cancelled ? 0 : market.getRequest(id).fee), "only the burn stays");
+        _assertSolvent();
+    }
+
+    function _logSiege(Siege memory s) internal view {
+        log("siege: wrong results posted", s.posts);
+        log("siege: requester cancelled after (s, 0 = never)", s.cancelledAt == 0 ? 0 : s.cancelledAt - s.createdAt);
+        log("siege: burned (wei)", s.burned);
+        log("siege: honest challenger earned (wei)", uint256(s.honestNet > 0 ? s.honestNet : int256(0)));
+        log("siege: attacker lost (wei)", uint256(s.attackerNet < 0 ? -s.attackerNet : int256(0)));
     }
 
     // =========================================================================================================
@@ -293,48 +446,101 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         _assertSolvent();
     }
 
-    /// @dev `pick` resubmits the dissection it answers and `step` proves its pre-state against the agreed hash,
-    /// so neither can land in a game renumbered by a reorg. `dissect` is bound only to the game id: agents
-    /// act on games `confirmations` blocks deep (docs/security.md, "Reorgs"); this test pins that limit.
-    function test_Reorg_PickAndStepAreBoundToTheGameButDissectOnlyToItsId() public {
-        uint256 x = _request();
-        uint256 y = _request();
-        uint256 rx = _post(x, prover, OUT_OK, honestHash(STEPS), STEPS);
-        uint256 ry = _post(y, prover, OUT_BAD, tamperedHash(STEPS), STEPS);
+    /// @dev A second honest trace (another model's program): its states differ from `honestHash`'s.
+    bytes32 internal constant OTHER = keccak256("another honest trace");
+
+    function _otherHash(uint64 n) internal view returns (bytes32) {
+        return FakeTrace.hashAt(OTHER, n, exitStep, 0);
+    }
+
+    /// @dev A reorg renumbers two games of an honest prover about two correct results (two models, two
+    /// traces). In the first history game 1 disputes its result on x; the prover dissects it. In the second,
+    /// the same challenges land in the other order, so game 1 disputes its result on y, and the prover's
+    /// dissection transaction is included again as it was (same sender, same calldata). Returns whether that
+    /// replay landed, its revert data, and the ids.
+    function _replayADissectionAcrossAReorg()
+        internal
+        returns (bool landed, bytes memory err, uint256 gameOnY, uint256 y)
+    {
+        exitStep = 2; // two-step programs: one dissection point, then the leaf
+        bytes32 modelX = bytes32(uint256(0x02) << 248 | 0x0a);
+        bytes32 modelY = bytes32(uint256(0x02) << 248 | 0x0b);
+        registry.register(modelX, "x", _shape(1), _shape(1), "", honestHash(0));
+        registry.register(modelY, "y", _shape(1), _shape(1), "", _otherHash(0));
+        uint256 fee = market.estimateFee(modelX, INPUT.length, 0);
+        vm.startPrank(dapp);
+        uint256 x = market.requestInference{value: fee}(modelX, INPUT, address(0), 0);
+        y = market.requestInference{value: fee}(modelY, INPUT, address(0), 0);
+        vm.stopPrank();
+        uint256 rx = _post(x, prover, OUT_OK, honestHash(2), 2);
+        uint256 ry = _post(y, prover, OUT_OK, _otherHash(2), 2);
+        uint256 snap = vm.snapshotState();
         vm.prank(alice);
-        uint256 gX = market.challenge{value: 0.5 ether}(x, rx);
+        uint256 g = market.challenge{value: 0.5 ether}(x, rx);
         vm.prank(bob);
-        uint256 gY = market.challenge{value: 0.5 ether}(y, ry);
-        // the prover dissects game Y with its tampered trace; a pick of game X's dissection cannot be replayed
-        bytes32[] memory hy = _hashes(gY, tamperedHash);
+        market.challenge{value: 0.5 ether}(y, ry);
+        bytes32[] memory hs = new bytes32[](1);
+        hs[0] = honestHash(1);
+        bytes memory move = abi.encodeCall(DisputeGame.dissect, (g, honestHash(2), hs)); // its move in game x
         vm.prank(prover);
-        game.dissect(gY, hy);
-        bytes32[] memory hx = _hashes(gX, honestHash);
-        vm.prank(prover);
-        game.dissect(gX, hx);
+        (landed,) = address(game).call(move);
+        assertTrue(landed, "fine in the first history");
+        vm.revertToState(snap); // the reorg: the same challenges, in the other order
         vm.prank(bob);
-        vm.expectRevert(IDisputeGame.DissectionMismatch.selector);
-        game.pick(gY, hx, 0); // bob's pick of the other dissection: refused
-        // a leaf step with the pre-state of another game: refused
-        uint256 z = _request();
-        uint256 rz = _post(z, prover, OUT_BAD, _wrongOneStepClaim(), 1);
+        gameOnY = market.challenge{value: 0.5 ether}(y, ry);
         vm.prank(alice);
-        uint256 gZ = market.challenge{value: 0.5 ether}(z, rz);
-        bytes memory otherPre = FakeTrace.state(BAD, 0, exitStep, 0, bytes32(0));
-        vm.expectRevert(
-            abi.encodeWithSelector(
-                IDisputeGame.PreStateMismatch.selector, honestHash(0), FakeTrace.hashOf(otherPre)
-            )
+        market.challenge{value: 0.5 ether}(x, rx);
+        assertEq(gameOnY, g, "the id of the prover's move is now the game about y");
+        vm.prank(prover);
+        (landed, err) = address(game).call(move); // the dissection included again, as it was
+    }
+
+    /// @dev Every move names the disputed hash it answers, so the prover's dissection replayed into the game
+    /// that took its game's id reverts (and the prover, re-reading, dissects the right game). Picks and steps
+    /// are bound the same way (and were already by the dissection they resubmit and the agreed pre-state).
+    function test_Reorg_AMoveReplayedIntoARenumberedGameReverts() public {
+        (bool landed, bytes memory err, uint256 g,) = _replayADissectionAcrossAReorg();
+        assertFalse(landed, "the replay reverts");
+        assertEq(
+            err, abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, _otherHash(2), honestHash(2))
         );
-        game.step(gZ, otherPre, hex"");
-        // the limit: a dissection is accepted by any game of the proposer whose turn it is with the same count
-        uint256 w = _request();
-        uint256 rw = _post(w, prover, OUT_OK, honestHash(STEPS), STEPS);
-        vm.prank(bob);
-        uint256 gW = market.challenge{value: 0.5 ether}(w, rw);
+        assertTrue(game.getGame(g).turn == IDisputeGame.Turn.Dissect, "game y untouched");
+        bytes32[] memory hs = new bytes32[](1);
+        hs[0] = _otherHash(1);
         vm.prank(prover);
-        game.dissect(gW, hy); // game Y's hashes accepted by game W
-        assertTrue(game.getGame(gW).turn == IDisputeGame.Turn.Pick);
+        game.dissect(g, _otherHash(2), hs); // its own move for game y
+        vm.prank(bob);
+        vm.expectRevert(
+            abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, _otherHash(2), honestHash(2))
+        );
+        game.pick(g, honestHash(2), hs, 1); // a pick made for another dispute
+        vm.prank(bob);
+        game.pick(g, _otherHash(2), hs, 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, _otherHash(2), honestHash(2))
+        );
+        game.step(g, honestHash(2), FakeTrace.state(OTHER, 1, exitStep, 0, bytes32(0)), hex"");
+        game.step(g, _otherHash(2), FakeTrace.state(OTHER, 1, exitStep, 0, bytes32(0)), hex"");
+        assertTrue(game.getGame(g).status == IDisputeGame.Status.ProposerWon, "the honest prover keeps its result");
+        _assertSolvent();
+    }
+
+    /// @dev The same replay against a deliberately broken game that ignores the disputed hash (`OldRulesGame`):
+    /// it lands in the game about y, whose challenger then wins against a correct result, and the honest
+    /// prover loses its bond.
+    function test_Reorg_TheReplayTestFailsAgainstUnboundMoves() public {
+        game = new OldRulesGame(IMIPS(address(fakeVm)), 16, TIMEOUT); // ignores `disputed`
+        market = new InferenceMarket(registry, game, _params(), execProgram);
+        (bool landed,, uint256 g, uint256 y) = _replayADissectionAcrossAReorg();
+        assertTrue(landed, "the replay lands in the other dispute");
+        bytes32[] memory hs = new bytes32[](1);
+        hs[0] = honestHash(1); // game x's hash at 1, now in game y
+        vm.prank(bob); // disagrees with it (its trace is y's): picks [0, 1] and steps
+        game.pick(g, bytes32(0), hs, 0);
+        game.step(g, bytes32(0), FakeTrace.state(OTHER, 0, exitStep, 0, bytes32(0)), hex"");
+        assertTrue(game.getGame(g).status == IDisputeGame.Status.ChallengerWon, "a correct result lost");
+        assertTrue(market.getRequest(y).status == IInferenceMarket.RequestStatus.Open, "and was discarded");
+        assertEq(market.balanceOf(bob), 1 ether, "bob: its bond and half the honest prover's (the rest burned)");
         _assertSolvent();
     }
 
@@ -379,9 +585,9 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
             assertEq(uint256(pts[pts.length - 1]), uint256(s.hi));
             bytes32[] memory hs = new bytes32[](pts.length - 2);
             vm.prank(prover);
-            game.dissect(g, hs);
+            game.dissect(g, s.disputedHash, hs);
             vm.prank(alice);
-            game.pick(g, hs, pts.length - 2); // the last (widest-ranged) sub-interval
+            game.pick(g, s.disputedHash, hs, pts.length - 2); // the last (widest-ranged) sub-interval
             rounds++;
         }
         assertLe(rounds, 16);
@@ -409,7 +615,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         assertEq(g, game.gameCount(), "a fresh id");
         assertEq(game.getGame(g).creator, address(market));
         play(game, g, tamperedHash, honestHash, false);
-        assertEq(market.balanceOf(alice), 1.5 ether);
+        assertEq(market.balanceOf(alice), 0.5 ether + 0.25 ether, "its bond + a share (the accomplice has the other)");
         _assertSolvent();
     }
 
@@ -454,7 +660,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         IInferenceMarket.RequestStatus none = IInferenceMarket.RequestStatus.None;
         vm.startPrank(bob);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, none));
-        market.postResult{value: 1 ether}(id, OUT_OK, honestHash(STEPS), STEPS);
+        market.postVMResult{value: 1 ether}(id, OUT_OK, honestHash(STEPS), STEPS);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, none));
         market.challenge{value: 0.5 ether}(id, rid);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, none));
@@ -465,11 +671,11 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         market.refundChallenge(id);
         bytes32[] memory hs = new bytes32[](15);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
-        game.dissect(id, hs);
+        game.dissect(id, bytes32(0), hs);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
-        game.pick(id, hs, 0);
+        game.pick(id, bytes32(0), hs, 0);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
-        game.step(id, honestState(0), hex"");
+        game.step(id, bytes32(0), honestState(0), hex"");
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
         game.claimTimeout(id);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
@@ -486,14 +692,15 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
     function testFuzz_OOB_PickIndexIsBounded(uint256 index) public {
         uint256 g = game.createGame(prover, alice, honestHash(0), tamperedHash(STEPS), STEPS);
         bytes32[] memory hs = _hashes(g, tamperedHash);
+        bytes32 claim = tamperedHash(STEPS);
         vm.prank(prover);
-        game.dissect(g, hs);
+        game.dissect(g, claim, hs);
         vm.prank(alice);
         if (index >= hs.length + 1) {
             vm.expectRevert(abi.encodeWithSelector(IDisputeGame.IndexOutOfRange.selector, index, hs.length + 1));
-            game.pick(g, hs, index);
+            game.pick(g, claim, hs, index);
         } else {
-            game.pick(g, hs, index);
+            game.pick(g, claim, hs, index);
             IDisputeGame.Game memory s = game.getGame(g);
             uint64[] memory pts = game.dissectionPoints(0, STEPS);
             assertEq(uint256(s.lo), uint256(pts[index]));
@@ -512,18 +719,20 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         wait = bound(wait, 0, 3 * TIMEOUT);
         uint256 g = game.createGame(prover, alice, honestHash(0), tamperedHash(STEPS), STEPS);
         bytes32[] memory hs = _hashes(g, tamperedHash);
+        bytes32 claim = tamperedHash(STEPS);
         if (atPick) {
             vm.warp(block.timestamp + 17);
             vm.prank(prover);
-            game.dissect(g, hs);
+            game.dissect(g, claim, hs);
         }
         uint64 deadline = game.getGame(g).deadline;
         assertEq(uint256(deadline), block.timestamp + TIMEOUT, "a full timeout from this block");
         vm.warp(block.timestamp + wait);
         uint256 snap = vm.snapshotState();
         bool inTime = block.timestamp <= deadline;
-        bytes memory move =
-            atPick ? abi.encodeCall(DisputeGame.pick, (g, hs, 0)) : abi.encodeCall(DisputeGame.dissect, (g, hs));
+        bytes memory move = atPick
+            ? abi.encodeCall(DisputeGame.pick, (g, claim, hs, 0))
+            : abi.encodeCall(DisputeGame.dissect, (g, claim, hs));
         vm.prank(atPick ? alice : prover);
         (bool moved,) = address(game).call(move);
         assertEq(moved, inTime, "the move is possible iff not past the deadline");
@@ -546,19 +755,23 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         uint64 deadline = game.getGame(g).deadline;
         vm.warp(block.timestamp + TIMEOUT / 2);
         bytes32[] memory hs = _hashes(g, tamperedHash);
+        bytes32 claim = tamperedHash(STEPS);
         vm.prank(alice); // not the proposer
-        (bool ok,) = address(game).call(abi.encodeCall(DisputeGame.dissect, (g, hs)));
+        (bool ok,) = address(game).call(abi.encodeCall(DisputeGame.dissect, (g, claim, hs)));
+        assertFalse(ok);
+        vm.prank(prover); // another dispute's hash
+        (ok,) = address(game).call(abi.encodeCall(DisputeGame.dissect, (g, honestHash(STEPS), hs)));
         assertFalse(ok);
         vm.prank(prover); // wrong turn
-        (ok,) = address(game).call(abi.encodeCall(DisputeGame.pick, (g, hs, 0)));
+        (ok,) = address(game).call(abi.encodeCall(DisputeGame.pick, (g, claim, hs, 0)));
         assertFalse(ok);
-        (ok,) = address(game).call(abi.encodeCall(DisputeGame.step, (g, honestState(0), hex"")));
+        (ok,) = address(game).call(abi.encodeCall(DisputeGame.step, (g, claim, honestState(0), hex"")));
         assertFalse(ok);
         (ok,) = address(market).call(abi.encodeCall(InferenceMarket.refundChallenge, (g)));
         assertFalse(ok);
         assertEq(uint256(game.getGame(g).deadline), uint256(deadline), "unchanged");
         vm.prank(prover);
-        game.dissect(g, hs);
+        game.dissect(g, claim, hs);
         assertEq(uint256(game.getGame(g).deadline), block.timestamp + TIMEOUT, "the due move resets it");
     }
 
@@ -575,10 +788,10 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
             bytes32[] memory hs = new bytes32[](game.dissectionPoints(s.lo, s.hi).length - 2);
             vm.warp(s.deadline);
             vm.prank(prover);
-            game.dissect(g, hs);
+            game.dissect(g, s.disputedHash, hs);
             vm.warp(game.getGame(g).deadline);
             vm.prank(alice);
-            game.pick(g, hs, 0);
+            game.pick(g, s.disputedHash, hs, 0);
             rounds++;
         }
         vm.warp(game.getGame(g).deadline + 1);
@@ -598,12 +811,12 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         uint256 r1 = _post(id, prover, OUT_BAD, _wrongOneStepClaim(), 1);
         vm.prank(alice);
         uint256 g = market.challenge{value: 0.5 ether}(id, r1);
-        game.step(g, honestState(0), hex"");
+        game.step(g, _wrongOneStepClaim(), honestState(0), hex"");
         uint256 r2 = _post(id, bob, OUT_OK, honestHash(STEPS), STEPS);
         assertEq(r2, r1 + 1, "a new result, the old one stays discarded");
         assertTrue(market.getResult(r1).discarded);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, g));
-        game.step(g, honestState(0), hex"");
+        game.step(g, _wrongOneStepClaim(), honestState(0), hex"");
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, g));
         game.claimTimeout(g);
         vm.prank(address(market));
@@ -615,7 +828,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Finalized)
         );
-        market.postResult{value: 1 ether}(id, OUT_BAD, _wrongOneStepClaim(), 1);
+        market.postVMResult{value: 1 ether}(id, OUT_BAD, _wrongOneStepClaim(), 1);
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Finalized)
         );
@@ -629,7 +842,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
     /// @dev Two markets (creators) on one game contract: neither can cancel, refund or feed local data to the
     /// other's games, and each game's local data comes from its own creator.
     function test_Reinit_ASecondCreatorCannotTouchAnotherCreatorsGames() public {
-        InferenceMarket other = new InferenceMarket(registry, game, _params());
+        InferenceMarket other = new InferenceMarket(registry, game, _params(), execProgram);
         uint256 id = _request();
         uint256 rid = _post(id, prover, OUT_BAD, tamperedHash(STEPS), STEPS);
         vm.prank(alice);
@@ -669,7 +882,7 @@ contract AuditMarketTest is MarketFixture, IDisputeGameCreator {
             bool over = game.getGame(g).status != IDisputeGame.Status.Active;
             assertEq(over, ok, "the game ends iff the call succeeded");
             assertEq(market.getChallenge(g).settled, ok, "settled together with the game");
-            assertEq(market.balanceOf(alice), ok ? 1.5 ether : 0);
+            assertEq(market.balanceOf(alice), ok ? 1 ether : 0);
             _assertSolvent();
             if (ok) successes++;
             vm.revertToState(snap);
@@ -758,7 +971,7 @@ contract ReentrantProver {
     }
 
     function post(uint256 id, bytes calldata output, bytes32 claim, uint64 steps) external {
-        market.postResult{value: 1 ether}(id, output, claim, steps);
+        market.postVMResult{value: 1 ether}(id, output, claim, steps);
     }
 
     function withdraw() external {
@@ -839,7 +1052,7 @@ contract AuditLeafTest is MIPSTestBase, IDisputeGameCreator {
         (bytes memory pre, bytes memory proof, bytes32 post) = _localLeaf();
         uint256 g = game.createGame(address(0xA), address(0xB), mips.stateHash(pre), post, 1);
         uint256 before = gasleft();
-        game.step(g, pre, proof);
+        game.step(g, post, pre, proof);
         uint256 used = before - gasleft();
         assertEq(outcome[g], 1, "the true post-state: proposer wins");
         log("gas: leaf step reading local data (lazy write + MIPS.step)", used);
@@ -863,7 +1076,7 @@ contract AuditLeafTest is MIPSTestBase, IDisputeGameCreator {
         (bytes memory pre, bytes memory proof,) = _readLeaf(key, offset, last, 32);
         uint256 g = game.createGame(address(0xA), address(0xB), mips.stateHash(pre), keccak256("wrong"), 1);
         before = gasleft();
-        game.step(g, pre, proof);
+        game.step(g, keccak256("wrong"), pre, proof);
         uint256 stepGas = before - gasleft();
         assertEq(outcome[g], 2, "a wrong claim: challenger wins");
         log("gas: loading the last part of a 16384-byte preimage", loadGas);
@@ -882,8 +1095,10 @@ contract AuditLeafTest is MIPSTestBase, IDisputeGameCreator {
         for (uint256 gas = 20_000; gas < 300_000; gas += 3_001) {
             for (uint256 k = 0; k < 2; k++) {
                 uint256 g = k == 0 ? right : wrong;
+                bytes32 disputed = k == 0 ? post : keccak256("x");
                 uint256 snap = vm.snapshotState();
-                (bool ok,) = address(game).call{gas: gas}(abi.encodeCall(DisputeGame.step, (g, pre, proof)));
+                (bool ok,) =
+                    address(game).call{gas: gas}(abi.encodeCall(DisputeGame.step, (g, disputed, pre, proof)));
                 if (ok) {
                     successes++;
                     assertEq(outcome[g], k == 0 ? 1 : 2, "the true outcome");

@@ -60,7 +60,7 @@ abstract contract GamePlayer is Test {
                 for (uint256 i = 0; i < posted.length; i++) {
                     posted[i] = proposerHash(pts[i + 1]);
                 }
-                _measure(t, address(game), g.proposer, abi.encodeCall(DisputeGame.dissect, (gameId, posted)));
+                _measure(t, address(game), g.proposer, abi.encodeCall(DisputeGame.dissect, (gameId, g.disputedHash, posted)));
                 t.rounds++;
             } else if (g.turn == IDisputeGame.Turn.Pick) {
                 uint64[] memory pts = game.dissectionPoints(g.lo, g.hi);
@@ -76,10 +76,10 @@ abstract contract GamePlayer is Test {
                         }
                     }
                 }
-                _measure(t, address(game), g.challenger, abi.encodeCall(DisputeGame.pick, (gameId, posted, index)));
+                _measure(t, address(game), g.challenger, abi.encodeCall(DisputeGame.pick, (gameId, g.disputedHash, posted, index)));
             } else {
                 vm.prank(g.challenger);
-                game.step(gameId, honestState(g.lo), hex"");
+                game.step(gameId, g.disputedHash, honestState(g.lo), hex"");
             }
             g = game.getGame(gameId);
         }
@@ -282,11 +282,11 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         IDisputeGame.Game memory g = game.getGame(id);
         assertTrue(g.turn == IDisputeGame.Turn.Step);
         vm.prank(stranger); // anyone may step
-        game.step(id, honestState(0), hex"");
+        game.step(id, honestHash(1), honestState(0), hex"");
         assertEq(outcome(id), 1);
 
         uint256 id2 = _create(game, keccak256("wrong"), 1);
-        game.step(id2, honestState(0), hex"");
+        game.step(id2, keccak256("wrong"), honestState(0), hex"");
         assertEq(outcome(id2), 2);
     }
 
@@ -310,7 +310,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         bytes32[] memory hs = new bytes32[](K - 1);
         vm.prank(proposer);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.DeadlinePassed.selector, uint64(block.timestamp - 1)));
-        game.dissect(id, hs);
+        game.dissect(id, honestHash(100), hs);
         vm.prank(stranger);
         game.claimTimeout(id);
         assertEq(outcome(id), 2);
@@ -327,7 +327,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         vm.warp(block.timestamp + 1);
         vm.prank(challenger);
         vm.expectRevert();
-        game.pick(id, hs, 0);
+        game.pick(id, honestHash(100), hs, 0);
         game.claimTimeout(id);
         assertEq(outcome(id), 1);
     }
@@ -342,7 +342,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
     function test_StepAfterDeadlineWinsIfNoTimeoutClaimed() public {
         uint256 id = _create(game, keccak256("wrong"), 1);
         vm.warp(block.timestamp + TIMEOUT + 100);
-        game.step(id, honestState(0), hex"");
+        game.step(id, keccak256("wrong"), honestState(0), hex"");
         assertEq(outcome(id), 2);
     }
 
@@ -353,7 +353,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         assertEq(uint256(game.getGame(id).deadline), block.timestamp + TIMEOUT);
         vm.warp(block.timestamp + TIMEOUT);
         vm.prank(challenger);
-        game.pick(id, hs, 3);
+        game.pick(id, honestHash(100), hs, 3);
         assertEq(uint256(game.getGame(id).deadline), block.timestamp + TIMEOUT);
         assertTrue(game.getGame(id).turn == IDisputeGame.Turn.Dissect);
     }
@@ -367,47 +367,55 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
             hs[i] = honestHash(pts[i + 1]);
         }
         vm.prank(proposer);
-        game.dissect(id, hs);
+        game.dissect(id, g.disputedHash, hs);
     }
 
     function test_Dissect_Validation() public {
-        uint256 id = _create(game, honestHash(100), 100);
+        bytes32 claim = honestHash(100);
+        uint256 id = _create(game, claim, 100);
         bytes32[] memory hs = new bytes32[](K - 1);
         vm.prank(challenger);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.NotProposer.selector, challenger));
-        game.dissect(id, hs);
+        game.dissect(id, claim, hs);
         bytes32[] memory short = new bytes32[](K - 2);
         vm.prank(proposer);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.WrongHashCount.selector, K - 1, K - 2));
-        game.dissect(id, short);
+        game.dissect(id, claim, short);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, uint256(99)));
-        game.dissect(99, hs);
+        game.dissect(99, claim, hs);
+        vm.prank(proposer);
+        vm.expectRevert(abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, claim, honestHash(99)));
+        game.dissect(id, honestHash(99), hs);
         _dissect(id);
         vm.prank(proposer);
         vm.expectRevert(
             abi.encodeWithSelector(IDisputeGame.WrongTurn.selector, IDisputeGame.Turn.Dissect, IDisputeGame.Turn.Pick)
         );
-        game.dissect(id, hs);
+        game.dissect(id, claim, hs);
     }
 
     function test_Pick_Validation() public {
-        uint256 id = _create(game, honestHash(100), 100);
+        bytes32 claim = honestHash(100);
+        uint256 id = _create(game, claim, 100);
         bytes32[] memory hs = _dissect(id);
         vm.prank(proposer);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.NotChallenger.selector, proposer));
-        game.pick(id, hs, 0);
+        game.pick(id, claim, hs, 0);
         bytes32[] memory other = new bytes32[](hs.length);
         vm.prank(challenger);
         vm.expectRevert(IDisputeGame.DissectionMismatch.selector);
-        game.pick(id, other, 0);
+        game.pick(id, claim, other, 0);
         vm.prank(challenger);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.IndexOutOfRange.selector, K, K));
-        game.pick(id, hs, K);
+        game.pick(id, claim, hs, K);
+        vm.prank(challenger);
+        vm.expectRevert(abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, claim, hs[0]));
+        game.pick(id, hs[0], hs, 0);
         vm.prank(challenger);
         vm.expectRevert(
             abi.encodeWithSelector(IDisputeGame.WrongTurn.selector, IDisputeGame.Turn.Step, IDisputeGame.Turn.Pick)
         );
-        game.step(id, honestState(0), hex"");
+        game.step(id, claim, honestState(0), hex"");
     }
 
     function test_Pick_UpdatesInterval() public {
@@ -416,7 +424,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         // first sub-interval: agreed stays the start, disputed becomes the hash at 10
         uint256 snap = vm.snapshotState();
         vm.prank(challenger);
-        game.pick(id, hs, 0);
+        game.pick(id, keccak256("claim"), hs, 0);
         IDisputeGame.Game memory g = game.getGame(id);
         assertEq(uint256(g.lo), 0);
         assertEq(uint256(g.hi), 10);
@@ -425,7 +433,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         vm.revertToState(snap);
         // last sub-interval: agreed is the hash at 150, disputed stays the claim
         vm.prank(challenger);
-        game.pick(id, hs, K - 1);
+        game.pick(id, keccak256("claim"), hs, K - 1);
         g = game.getGame(id);
         assertEq(uint256(g.lo), 150);
         assertEq(uint256(g.hi), 160);
@@ -433,7 +441,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         assertEq(g.disputedHash, keccak256("claim"));
         vm.revertToState(snap);
         vm.prank(challenger);
-        game.pick(id, hs, 5);
+        game.pick(id, keccak256("claim"), hs, 5);
         g = game.getGame(id);
         assertEq(uint256(g.lo), 50);
         assertEq(uint256(g.hi), 60);
@@ -444,19 +452,23 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
     function test_Step_Validation() public {
         uint256 id = _create(game, honestHash(1), 1);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.BadStateLength.selector, uint256(10)));
-        game.step(id, new bytes(10), hex"");
+        game.step(id, honestHash(1), new bytes(10), hex"");
         bytes memory wrong = honestState(1);
         vm.expectRevert(
             abi.encodeWithSelector(IDisputeGame.PreStateMismatch.selector, honestHash(0), honestHash(1))
         );
-        game.step(id, wrong, hex"");
+        game.step(id, honestHash(1), wrong, hex"");
+        vm.expectRevert(
+            abi.encodeWithSelector(IDisputeGame.DisputedHashMismatch.selector, honestHash(1), honestHash(2))
+        );
+        game.step(id, honestHash(2), honestState(0), hex""); // the right pre-state, another dispute
     }
 
     function test_Step_RevertsUntilPreimagePartLoaded_DeadlineStillApplies() public {
         uint256 id = _create(game, keccak256("wrong"), 1);
         fakeVm.setMissingPart(true);
         vm.expectRevert(abi.encodeWithSelector(FakeVM.PreimageNotLoaded.selector, bytes32(0), uint256(0)));
-        game.step(id, honestState(0), hex"");
+        game.step(id, keccak256("wrong"), honestState(0), hex"");
         assertTrue(game.getGame(id).status == IDisputeGame.Status.Active);
         // the challenger did not get the part loaded in time: the proposer wins by timeout
         uint256 snap = vm.snapshotState();
@@ -466,7 +478,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         vm.revertToState(snap);
         // loaded in time: the step settles it
         fakeVm.setMissingPart(false);
-        game.step(id, honestState(0), hex"");
+        game.step(id, keccak256("wrong"), honestState(0), hex"");
         assertEq(outcome(id), 2);
     }
 
@@ -476,7 +488,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         bytes memory pre = FakeTrace.state(HONEST, 0, exitStep, 0, key);
         bytes32 preHash = FakeTrace.hashOf(pre);
         uint256 id = game.createGame(proposer, challenger, preHash, keccak256("x"), 1);
-        game.step(id, pre, hex"");
+        game.step(id, keccak256("x"), pre, hex"");
         FakeOracle oracle = fakeVm.fakeOracle();
         assertEq(oracle.localData(address(game), bytes32(id), 2), keccak256(abi.encode(id, uint256(2))));
         assertEq(oracle.localWrites(), 1);
@@ -484,17 +496,8 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         bytes32 key9 = bytes32((uint256(1) << 248) | 9);
         bytes memory pre9 = FakeTrace.state(HONEST, 0, exitStep, 0, key9);
         uint256 id9 = game.createGame(proposer, challenger, FakeTrace.hashOf(pre9), keccak256("x"), 1);
-        game.step(id9, pre9, hex"");
+        game.step(id9, keccak256("x"), pre9, hex"");
         assertEq(oracle.localWrites(), 1);
-    }
-
-    function test_StateHashMatchesSpec() public view {
-        bytes memory s = honestState(5);
-        assertEq(game.stateHash(s), FakeTrace.hashOf(s));
-        assertEq(uint8(game.stateHash(s)[0]), 3); // UNFINISHED
-        assertEq(uint8(game.stateHash(honestState(exitStep))[0]), 0); // VALID
-        assertEq(uint8(game.stateHash(FakeTrace.state(HONEST, 9, 2, 1, bytes32(0)))[0]), 1); // INVALID
-        assertEq(uint8(game.stateHash(FakeTrace.state(HONEST, 9, 2, 0x84, bytes32(0)))[0]), 2); // PANIC
     }
 
     // --- cancellation ---------------------------------------------------------------------------------------
@@ -508,7 +511,7 @@ contract DisputeGameTest is GamePlayer, IDisputeGameCreator {
         bytes32[] memory hs = new bytes32[](K - 1);
         vm.prank(proposer);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
-        game.dissect(id, hs);
+        game.dissect(id, honestHash(100), hs);
         vm.warp(block.timestamp + TIMEOUT + 1);
         vm.expectRevert(abi.encodeWithSelector(IDisputeGame.GameNotActive.selector, id));
         game.claimTimeout(id);
@@ -637,14 +640,23 @@ contract DisputeGameWithMIPSTest is Test, IDisputeGameCreator {
         );
     }
 
-    function test_StateHashAgreesWithMIPS() public view {
-        assertEq(game.stateHash(_pre()), mips.stateHash(_pre()));
+    function test_OracleIsTheVerifiers() public view {
         assertEq(address(game.oracle()), address(oracle));
+    }
+
+    /// The game has no state hash of its own: the verifier hashes the pre-state, so a malformed one fails
+    /// with the verifier's error (not as a mismatch of a hash the game computed its own way).
+    function test_Step_TheVerifierHashesThePreState() public {
+        bytes memory bad = _pre();
+        bad[89] = 0x02; // exited: neither 0 nor 1
+        uint256 id = game.createGame(proposer, challenger, keccak256(bad), POST, 1);
+        vm.expectRevert(abi.encodeWithSelector(IMIPS.InvalidExitedFlag.selector, 2));
+        game.step(id, POST, bad, _proof());
     }
 
     function test_RealStep_ProposerRight() public {
         uint256 id = game.createGame(proposer, challenger, mips.stateHash(_pre()), POST, 1);
-        game.step(id, _pre(), _proof());
+        game.step(id, POST, _pre(), _proof());
         assertEq(outcome[id], 1);
         (bytes32 part, uint256 len) = oracle.readPreimage(localizeKey(localKey(3), bytes32(id), address(game)), 8);
         assertEq(part, OUTPUT_HASH);
@@ -653,7 +665,7 @@ contract DisputeGameWithMIPSTest is Test, IDisputeGameCreator {
 
     function test_RealStep_ProposerWrong() public {
         uint256 id = game.createGame(proposer, challenger, mips.stateHash(_pre()), keccak256("wrong"), 1);
-        game.step(id, _pre(), _proof());
+        game.step(id, keccak256("wrong"), _pre(), _proof());
         assertEq(outcome[id], 2);
     }
 
@@ -661,6 +673,6 @@ contract DisputeGameWithMIPSTest is Test, IDisputeGameCreator {
         knowsOutput = false;
         uint256 id = game.createGame(proposer, challenger, mips.stateHash(_pre()), POST, 1);
         vm.expectPartialRevert(IPreimageOracle.PreimageNotLoaded.selector);
-        game.step(id, _pre(), _proof());
+        game.step(id, POST, _pre(), _proof());
     }
 }

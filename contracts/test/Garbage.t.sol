@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {Test} from "./utils/Test.sol";
+import {MarketBooks} from "./utils/MarketBooks.sol";
 import {DisputeGame} from "../src/DisputeGame.sol";
 import {GanNFT} from "../src/GanNFT.sol";
 import {InferenceMarket} from "../src/InferenceMarket.sol";
@@ -55,7 +56,7 @@ contract GarbageTest is Test {
         mips = new MIPS(oracle);
         game = new DisputeGame(IMIPS(address(mips)), 16, TIMEOUT);
         registry = new ModelRegistry();
-        market = new InferenceMarket(registry, game, _params());
+        market = new InferenceMarket(registry, game, _params(), bytes32(uint256(0xe8ec)));
         registry.register(MODEL, "m", new uint32[](1), new uint32[](1), "ipfs://m", PROGRAM);
         gan = new GanNFT(market, registry, MODEL, PROGRAM);
         dapp = makeAddr("dapp");
@@ -77,6 +78,7 @@ contract GarbageTest is Test {
             callbackGasPrice: 10 gwei,
             proverBond: 1 ether,
             challengerBond: 0.5 ether,
+            proverBondBurnBps: 5_000,
             challengeWindow: WINDOW,
             requestTimeout: REQUEST_TIMEOUT,
             maxSteps: 1e12
@@ -92,8 +94,8 @@ contract GarbageTest is Test {
         reqDisputed = market.requestInference{value: fee}(MODEL, INPUT, address(0), 0);
         vm.stopPrank();
         vm.startPrank(prover);
-        market.postResult{value: 1 ether}(reqProposed, OUTPUT, CLAIM, STEPS);
-        uint256 rid = market.postResult{value: 1 ether}(reqDisputed, OUTPUT, CLAIM, STEPS);
+        market.postVMResult{value: 1 ether}(reqProposed, OUTPUT, CLAIM, STEPS);
+        uint256 rid = market.postVMResult{value: 1 ether}(reqDisputed, OUTPUT, CLAIM, STEPS);
         vm.stopPrank();
         vm.prank(alice);
         seededGame = market.challenge{value: 0.5 ether}(reqDisputed, rid);
@@ -114,13 +116,15 @@ contract GarbageTest is Test {
     function testFuzz_GarbageToTheMarket(uint256 pick, bytes32[5] memory words, bytes memory tail, uint256 value)
         public
     {
-        string[19] memory f = [
+        string[22] memory f = [
             "requestInference(bytes32,bytes,address,uint64)", "estimateFee(bytes32,uint256,uint64)",
-            "postResult(uint256,bytes,bytes32,uint64)", "challenge(uint256,uint256)",
+            "postVMResult(uint256,bytes,bytes32,uint64)", "challenge(uint256,uint256)",
             "finalize(uint256,bytes)", "refundChallenge(uint256)", "cancelRequest(uint256)", "withdraw()",
+            "reportUnservable(uint256,string)",
             "onGameResolved(uint256,bool)", "gameLocalData(uint256,uint256)", "blobIdOf(bytes)",
             "balanceOf(address)", "getRequest(uint256)", "getResult(uint256)", "getChallenge(uint256)",
-            "hasChallenged(uint256,address)", "requestCount()", "resultCount()", "maxSteps()"
+            "hasChallenged(uint256,address)", "requestCount()", "resultCount()", "maxSteps()",
+            "burned()", "expiresAt(uint256)"
         ];
         _garbage(address(market), f[pick % f.length], pick / f.length, words, tail, value);
     }
@@ -128,10 +132,10 @@ contract GarbageTest is Test {
     function testFuzz_GarbageToTheDisputeGame(uint256 pick, bytes32[5] memory words, bytes memory tail, uint256 value)
         public
     {
-        string[11] memory f = [
-            "createGame(address,address,bytes32,bytes32,uint64)", "cancel(uint256)", "dissect(uint256,bytes32[])",
-            "pick(uint256,bytes32[],uint256)", "step(uint256,bytes,bytes)", "claimTimeout(uint256)",
-            "getGame(uint256)", "dissectionPoints(uint64,uint64)", "stateHash(bytes)", "gameCount()", "arity()"
+        string[10] memory f = [
+            "createGame(address,address,bytes32,bytes32,uint64)", "cancel(uint256)", "dissect(uint256,bytes32,bytes32[])",
+            "pick(uint256,bytes32,bytes32[],uint256)", "step(uint256,bytes32,bytes,bytes)", "claimTimeout(uint256)",
+            "getGame(uint256)", "dissectionPoints(uint64,uint64)", "gameCount()", "arity()"
         ];
         _garbage(address(game), f[pick % f.length], pick / f.length, words, tail, value);
     }
@@ -351,22 +355,9 @@ contract GarbageTest is Test {
         (a[0], a[1], a[2], a[3], a[4], a[5]) = (dapp, prover, alice, minter, address(gan), junk);
     }
 
-    /// @dev ETH the market owes: fees of open and proposed requests, bonds of pending results and unsettled
-    /// challenges, withdrawable balances.
-    function _owed() internal view returns (uint256 owed) {
-        for (uint256 id = 1; id <= market.requestCount(); id++) {
-            IInferenceMarket.Request memory r = market.getRequest(id);
-            if (r.status == IInferenceMarket.RequestStatus.Open) owed += r.fee;
-            if (r.status == IInferenceMarket.RequestStatus.Proposed) owed += r.fee + market.proverBond();
-        }
-        for (uint256 g = 1; g <= game.gameCount(); g++) {
-            IInferenceMarket.Challenge memory c = market.getChallenge(g);
-            if (c.challenger != address(0) && !c.settled) owed += market.challengerBond();
-        }
-        address[] memory a = _accounts();
-        for (uint256 i = 0; i < a.length; i++) {
-            owed += market.balanceOf(a[i]);
-        }
+    /// @dev ETH the market owes (`MarketBooks.owed`).
+    function _owed() internal view returns (uint256) {
+        return MarketBooks.owed(market, game, _accounts());
     }
 
     function _assertNothingLocked() internal view {

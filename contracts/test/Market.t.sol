@@ -11,6 +11,7 @@ import {
     RejectingReceiver
 } from "./utils/MarketFixture.sol";
 import {FakeTrace, FakeOracle} from "./utils/FakeVM.sol";
+import {MarketBooks} from "./utils/MarketBooks.sol";
 import {InferenceMarket} from "../src/InferenceMarket.sol";
 import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {IInferenceMarket} from "../src/interfaces/IInferenceMarket.sol";
@@ -122,7 +123,7 @@ contract MarketTest is MarketFixture {
 
     function _post(uint256 id, address who, bytes32 finalHash) internal returns (uint256 resultId) {
         vm.prank(who);
-        resultId = market.postResult{value: 1 ether}(id, OUTPUT, finalHash, STEPS);
+        resultId = market.postVMResult{value: 1 ether}(id, OUTPUT, finalHash, STEPS);
     }
 
     function _challenge(uint256 id, address who) internal returns (uint256 gameId) {
@@ -208,10 +209,36 @@ contract MarketTest is MarketFixture {
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Cancelled)
         );
-        market.postResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
         vm.prank(dapp);
         vm.expectRevert();
         market.cancelRequest(id);
+    }
+
+    function test_ReportUnservable_IsAnEventOnAnOpenRequestOnly() public {
+        uint256 id = _request(address(consumer));
+        uint256 balance = address(market).balance;
+        vm.expectEmit(true, true, false, true, address(market));
+        emit IInferenceMarket.RequestUnservable(id, prover, "the runtime rejects the input");
+        vm.prank(prover);
+        market.reportUnservable(id, "the runtime rejects the input");
+        assertEq(uint8(market.getRequest(id).status), uint8(IInferenceMarket.RequestStatus.Open));
+        assertEq(address(market).balance, balance);
+        vm.prank(prover);
+        vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.ReasonTooLong.selector, 257, 256));
+        market.reportUnservable(id, string(new bytes(257)));
+        vm.prank(prover);
+        vm.expectRevert(
+            abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id + 1, IInferenceMarket.RequestStatus.None)
+        );
+        market.reportUnservable(id + 1, "no such request");
+        _post(id, prover, honestHash(STEPS));
+        vm.prank(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Proposed)
+        );
+        market.reportUnservable(id, "too late");
+        _assertSolvent();
     }
 
     function test_CancelRequest_NotWhileProposed() public {
@@ -225,24 +252,132 @@ contract MarketTest is MarketFixture {
         market.cancelRequest(id);
     }
 
+    /// @dev The deadline is fixed at creation: a discard reopens the request without restarting its clock, so
+    /// the requester may cancel at `createdAt + requestTimeout` however many results were discarded.
+    function test_CancelRequest_TheDeadlineDoesNotMoveOnADiscard() public {
+        uint256 id = _request(address(consumer));
+        uint256 deadline = block.timestamp + REQUEST_TIMEOUT;
+        assertEq(market.expiresAt(id), deadline);
+        assertEq(market.expiresAt(id + 1), 0, "unknown request");
+        vm.warp(deadline - 10 minutes);
+        _post(id, prover, tamperedHash(STEPS));
+        uint256 g = _challenge(id, alice);
+        vm.warp(deadline + 10 minutes);
+        vm.prank(dapp);
+        vm.expectRevert(
+            abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Proposed)
+        );
+        market.cancelRequest(id); // a result is pending: its games decide first
+        play(game, g, tamperedHash, honestHash, false); // discarded after the deadline: reopened
+        assertEq(market.expiresAt(id), deadline, "unchanged by the discard");
+        vm.prank(dapp);
+        market.cancelRequest(id); // at once
+        assertEq(market.balanceOf(dapp), _fee());
+        _assertSolvent();
+    }
+
+    /// @dev Results are taken strictly before the deadline: `RequestExpired` at it and after it, also for a
+    /// request reopened by a discard.
+    function test_PostResult_RefusedFromTheDeadline() public {
+        uint256 id = _request(address(consumer));
+        uint256 deadline = block.timestamp + REQUEST_TIMEOUT;
+        vm.warp(deadline);
+        vm.prank(prover);
+        vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.RequestExpired.selector, id, deadline));
+        market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
+        uint256 other = _request(address(consumer));
+        deadline = block.timestamp + REQUEST_TIMEOUT;
+        vm.warp(deadline - 1);
+        _post(other, prover, tamperedHash(STEPS)); // the last second: taken
+        play(game, _challenge(other, alice), tamperedHash, honestHash, false);
+        assertTrue(market.getRequest(other).status == IInferenceMarket.RequestStatus.Open, "reopened");
+        vm.warp(deadline);
+        vm.prank(prover2);
+        vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.RequestExpired.selector, other, deadline));
+        market.postVMResult{value: 1 ether}(other, OUTPUT, honestHash(STEPS), STEPS);
+        _assertSolvent();
+    }
+
+    function test_Constructor_ValidatesTheBurnAndTheBond() public {
+        IInferenceMarket.Params memory p = _params();
+        p.proverBondBurnBps = 10_001;
+        vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.InvalidBurnBps.selector, uint256(10_001)));
+        new InferenceMarket(registry, game, p, execProgram);
+        p.proverBondBurnBps = 10_000;
+        p.proverBond = uint256(type(uint96).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.BondTooLarge.selector, p.proverBond));
+        new InferenceMarket(registry, game, p, execProgram);
+        p.proverBond = type(uint96).max; // the largest bond, everything burned: fine
+        InferenceMarket m = new InferenceMarket(registry, game, p, execProgram);
+        assertEq(uint256(m.proverBondBurnBps()), 10_000);
+        assertEq(uint256(market.proverBondBurnBps()), BURN_BPS);
+        assertEq(market.burned(), 0);
+    }
+
+    /// @dev Any burn rate, any number of games open on a discarded result, any winner among them, the others
+    /// settled by refund or by their own timeout: every game gets its bond and the same share, the burn is at
+    /// least the rate and at most the rate plus games - 1 wei of dust, and nothing else moves.
+    function testFuzz_Discard_SplitsTheProversBondExactly(uint16 bps, uint8 games, uint8 winner, uint256 seed)
+        public
+    {
+        bps = uint16(bound(bps, 0, 10_000));
+        games = uint8(bound(games, 1, 12));
+        winner = uint8(bound(winner, 0, games - 1));
+        IInferenceMarket.Params memory p = _params();
+        p.proverBondBurnBps = bps;
+        p.proverBond = 1 ether + (seed % 1e9); // an odd bond, so that the shares have dust
+        market = new InferenceMarket(registry, game, p, execProgram);
+        uint256 id = _request(address(consumer));
+        vm.prank(prover);
+        uint256 rid = market.postVMResult{value: p.proverBond}(id, OUTPUT, tamperedHash(STEPS), STEPS);
+        address[] memory who = new address[](games + 2);
+        uint256[] memory ids = new uint256[](games);
+        for (uint256 i = 0; i < games; i++) {
+            who[i] = makeAddr(string.concat("c", vm.toString(i)));
+            vm.deal(who[i], 1 ether);
+            vm.prank(who[i]);
+            ids[i] = market.challenge{value: 0.5 ether}(id, rid);
+        }
+        (who[games], who[games + 1]) = (prover, dapp);
+        play(game, ids[winner], tamperedHash, honestHash, false);
+        uint256 share = market.getResult(rid).share;
+        uint256 burnt = market.burned();
+        assertEq(share * games + burnt, p.proverBond, "shares + burn == the bond");
+        assertGe(burnt, p.proverBond * bps / 10_000, "at least the burn rate");
+        assertLt(burnt - p.proverBond * bps / 10_000, games, "dust < one wei per game");
+        assertEq(market.balanceOf(who[winner]), 0.5 ether + share, "the winner at once");
+        assertEq(address(market).balance, MarketBooks.owed(market, game, who), "solvent before the others settle");
+        vm.warp(block.timestamp + TIMEOUT + 1);
+        for (uint256 i = 0; i < games; i++) {
+            if (i == winner) continue;
+            if ((seed >> i) & 1 == 0) market.refundChallenge(ids[i]);
+            else game.claimTimeout(ids[i]); // its own resolution, after the discard
+            assertEq(market.balanceOf(who[i]), 0.5 ether + share, "every other game: bond + share");
+        }
+        assertEq(uint256(market.getResult(rid).openGames), 0);
+        assertEq(market.balanceOf(prover), 0);
+        assertEq(market.burned(), burnt, "burned once");
+        assertEq(address(market).balance, MarketBooks.owed(market, game, who), "solvent");
+    }
+
     // --- results --------------------------------------------------------------------------------------------
     function test_PostResult_Validation() public {
         uint256 id = _request(address(consumer));
         vm.startPrank(prover);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.WrongBond.selector, 0.9 ether, 1 ether));
-        market.postResult{value: 0.9 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
+        market.postVMResult{value: 0.9 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
         bytes32 unfinished = honestHash(5);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.ClaimNotValid.selector, unfinished));
-        market.postResult{value: 1 ether}(id, OUTPUT, unfinished, 5);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, unfinished, 5);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.InvalidSteps.selector, uint64(0), MAX_STEPS));
-        market.postResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), 0);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), 0);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.InvalidSteps.selector, MAX_STEPS + 1, MAX_STEPS));
-        market.postResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), MAX_STEPS + 1);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), MAX_STEPS + 1);
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, 99, IInferenceMarket.RequestStatus.None)
         );
-        market.postResult{value: 1 ether}(99, OUTPUT, honestHash(STEPS), STEPS);
-        uint256 resultId = market.postResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
+        market.postVMResult{value: 1 ether}(99, OUTPUT, honestHash(STEPS), STEPS);
+        uint256 resultId = market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
         vm.stopPrank();
         IInferenceMarket.Result memory r = market.getResult(resultId);
         assertEq(r.prover, prover);
@@ -254,7 +389,7 @@ contract MarketTest is MarketFixture {
         vm.expectRevert(
             abi.encodeWithSelector(IInferenceMarket.WrongStatus.selector, id, IInferenceMarket.RequestStatus.Proposed)
         );
-        market.postResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, honestHash(STEPS), STEPS);
         _assertSolvent();
     }
 
@@ -428,17 +563,25 @@ contract MarketTest is MarketFixture {
     }
 
     function test_Game_ChallengerWins_DiscardsAndReopens() public {
+        uint256 createdAt = block.timestamp;
         uint256 id = _request(address(consumer));
+        vm.warp(block.timestamp + 1 days);
         _post(id, prover, tamperedHash(STEPS));
         uint256 gameId = _challenge(id, alice);
         play(game, gameId, tamperedHash, honestHash, false);
         assertTrue(game.getGame(gameId).status == IDisputeGame.Status.ChallengerWon);
-        assertEq(market.balanceOf(alice), 1.5 ether); // prover's bond + own bond
+        // half the prover's bond is burned, the other half is the only challenger's share
+        assertEq(market.balanceOf(alice), 0.5 ether + 0.5 ether, "own bond + share");
+        assertEq(market.burned(), 0.5 ether);
         assertEq(market.balanceOf(prover), 0);
         IInferenceMarket.Request memory r = market.getRequest(id);
         assertTrue(r.status == IInferenceMarket.RequestStatus.Open);
-        assertEq(uint256(r.openedAt), block.timestamp);
-        assertTrue(market.getResult(1).discarded);
+        assertEq(uint256(r.createdAt), createdAt, "the clock does not restart");
+        assertEq(market.expiresAt(id), createdAt + REQUEST_TIMEOUT);
+        IInferenceMarket.Result memory res = market.getResult(1);
+        assertTrue(res.discarded);
+        assertEq(uint256(res.share), 0.5 ether);
+        assertEq(uint256(res.openGames), 0);
         _assertSolvent();
         // the fee stays escrowed for the next prover
         uint256 resultId = _post(id, prover2, honestHash(STEPS));
@@ -459,7 +602,7 @@ contract MarketTest is MarketFixture {
         market.finalize(id, OUTPUT);
         // the proposer did not dissect: the challenger wins even against a correct result
         game.claimTimeout(gameId);
-        assertEq(market.balanceOf(alice), 1.5 ether);
+        assertEq(market.balanceOf(alice), 1 ether, "own bond + the unburned half of the prover's");
         assertTrue(market.getRequest(id).status == IInferenceMarket.RequestStatus.Open);
         _assertSolvent();
     }
@@ -473,20 +616,28 @@ contract MarketTest is MarketFixture {
         assertEq(uint256(market.getResult(1).openGames), 3);
         // bob (accomplice) would like to stall; alice plays honestly and wins
         play(game, gA, tamperedHash, honestHash, false);
-        assertEq(market.balanceOf(alice), 1.5 ether);
+        // half the prover's bond is burned; the other half is split between the three games open on it, and
+        // the rounding dust (2 wei) is burned too
+        uint256 share = uint256(0.5 ether) / 3;
+        assertEq(uint256(market.getResult(1).share), share);
+        assertEq(market.burned(), 1 ether - 3 * share);
+        assertEq(market.balanceOf(alice), 0.5 ether + share, "the winner: own bond + share, at once");
+        assertEq(uint256(market.getResult(1).openGames), 2, "bob's and carol's games are still owed");
         _assertSolvent();
-        // bob's game: refunded by anyone, and cancelled in the game contract
+        // bob's game: refunded by anyone (its bond + share), and cancelled in the game contract
         vm.prank(dapp);
         market.refundChallenge(gB);
-        assertEq(market.balanceOf(bob), 0.5 ether);
+        assertEq(market.balanceOf(bob), 0.5 ether + share);
         assertTrue(game.getGame(gB).status == IDisputeGame.Status.Cancelled);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.GameAlreadySettled.selector, gB));
         market.refundChallenge(gB);
-        // carol's game ends on its own (timeout) before anyone refunds it: she only gets her bond back
+        _assertSolvent();
+        // carol's game ends on its own (timeout) before anyone refunds it: the same bond + share
         vm.warp(block.timestamp + TIMEOUT + 1);
         game.claimTimeout(gC);
-        assertEq(market.balanceOf(carol), 0.5 ether);
+        assertEq(market.balanceOf(carol), 0.5 ether + share);
         assertEq(market.balanceOf(prover), 0);
+        assertEq(uint256(market.getResult(1).openGames), 0);
         vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.GameAlreadySettled.selector, gC));
         market.refundChallenge(gC);
         _assertSolvent();
@@ -520,13 +671,13 @@ contract MarketTest is MarketFixture {
         uint256 id = market.requestInference{value: _fee()}(model2, INPUT, address(0), CB_GAS);
         bytes32 wrong = FakeTrace.hashOf(FakeTrace.state(keccak256("other"), 1, 1, 0, key3)); // VALID, wrong
         vm.prank(prover);
-        market.postResult{value: 1 ether}(id, OUTPUT, wrong, 1);
+        market.postVMResult{value: 1 ether}(id, OUTPUT, wrong, 1);
         uint256 gameId = _challenge(id, alice);
         vm.prank(alice);
-        game.step(gameId, pre, hex"");
+        game.step(gameId, wrong, pre, hex"");
         FakeOracle oracle = fakeVm.fakeOracle();
         assertEq(oracle.localData(address(game), bytes32(gameId), 3), keccak256(OUTPUT));
-        assertEq(market.balanceOf(alice), 1.5 ether);
+        assertEq(market.balanceOf(alice), 1 ether);
         _assertSolvent();
     }
 
@@ -537,7 +688,7 @@ contract MarketTest is MarketFixture {
         uint256 id = _request(address(consumer));
         // the rejecting contract proves (correctly) and is challenged unsuccessfully
         rr.call(
-            address(market), 1 ether, abi.encodeCall(InferenceMarket.postResult, (id, OUTPUT, honestHash(STEPS), STEPS))
+            address(market), 1 ether, abi.encodeCall(InferenceMarket.postVMResult, (id, OUTPUT, honestHash(STEPS), STEPS))
         );
         uint256 gameId = _challenge(id, alice);
         vm.warp(block.timestamp + 1);
@@ -548,7 +699,7 @@ contract MarketTest is MarketFixture {
         for (uint256 i = 0; i < hs.length; i++) {
             hs[i] = honestHash(pts[i + 1]);
         }
-        rr.call(address(game), 0, abi.encodeCall(IDisputeGame.dissect, (gameId, hs)));
+        rr.call(address(game), 0, abi.encodeCall(IDisputeGame.dissect, (gameId, g.disputedHash, hs)));
         vm.warp(block.timestamp + TIMEOUT + 1);
         game.claimTimeout(gameId);
         vm.warp(block.timestamp + WINDOW);

@@ -11,7 +11,7 @@
  * ulps of the exact result (ulp = float spacing at that magnitude, 2^-149
  * in the subnormal range).  Measured EXHAUSTIVELY, i.e. on every float
  * input in the range given (all others return exactly rounded constants:
- * 0, +-1, inf, ...); tests/test_softfloat.py re-checks these bounds on
+ * 0, +-1, inf, ...); tests/mlkit/test_softfloat.py re-checks these bounds on
  * dense samples:
  *
  *   sf_exp      x in [-104, 88.72] (the rest: 0 or inf)   max 0.977 ulp

@@ -5,7 +5,7 @@
  *
  * All functions take and return raw binary32 bit patterns.  They are NOT
  * correctly rounded; the measured error bounds are at the top of mathf.c
- * (and are checked by tests/test_softfloat.py).  NaN in -> SF_QNAN out.
+ * (and are checked by tests/mlkit/test_softfloat.py).  NaN in -> SF_QNAN out.
  */
 #ifndef ROLLML_MATHF_H
 #define ROLLML_MATHF_H

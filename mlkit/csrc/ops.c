@@ -13,12 +13,12 @@
  * the same roundings as `acc += x * w` term by term, at a fraction of the
  * cost of two soft-float calls (softfloat.c, "Dot products").  The native
  * build runs the plain loop on the FPU (built with -DMLK_SOFT_DOT it runs
- * sf_dot too: tests/test_mlkit_ops.py checks that both give the same bytes).
+ * sf_dot too: tests/mlkit/test_mlkit_ops.py checks that both give the same bytes).
  *
  * Summation order is fixed by the code (always the textual order below), so
  * the host build and the MIPS build produce the same bits.  It is not the
  * order torch uses; results agree with torch within rounding (see
- * tests/test_mlkit_ops.py for the tolerances).
+ * tests/mlkit/test_mlkit_ops.py for the tolerances).
  */
 #include "mlkit.h"
 
@@ -160,9 +160,10 @@ static int32_t tconv_taps(int32_t o, int32_t s, int32_t p, int32_t klen, int32_t
     return n;
 }
 
-/* x[B, C, H, W], w[C, OC, KH, KW] (torch layout) -> y[B, OC, OH, OW];
+/* x[B, C, H, W], w[C, OC, KH, KW] (torch layout) -> y[B, OC', OH, OW];
  * a = stride_h, stride_w, pad_h, pad_w, out_pad_h, out_pad_w.  Written as a
- * gather (each output sums its taps, c outer) so outputs are written once. */
+ * gather (each output sums its taps, c outer) so outputs are written once.
+ * OC' = ys[1] <= OC: a tile of output channels starts at w + oc0 KH KW. */
 void op_conv_transpose2d(const float *x, const float *w, const float *b, float *y, const uint32_t xs[4],
                          const uint32_t ws[4], const uint32_t ys[4], const int32_t *a)
 {
@@ -182,7 +183,7 @@ void op_conv_transpose2d(const float *x, const float *w, const float *b, float *
                     float acc = 0.0f;
                     if (nkx > 0 && nky > 0) {
                         /* channels; taps (ky0 + j*sh, kx0 + k*sw) meet input (iy0 - j, ix0 - k) */
-                        const sf_loop taps[3] = {{(uint32_t)C, H * W, OC * KH * KW},
+                        const sf_loop taps[3] = {{(uint32_t)C, H * W, (int32_t)ws[1] * KH * KW},
                                                  {(uint32_t)nky, -W, sh * KW},
                                                  {(uint32_t)nkx, -1, sw}};
                         acc = dot(acc, xb + iy0 * W + ix0, w + oc * KH * KW + ky0 * KW + kx0, taps);
@@ -471,23 +472,10 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
         for (uint32_t h = 0; h < n_head; h++) {
             const float *q = qkv + i * 3u * c + h * d;
             const float *kp = kcache + h * d;
-            float m = 0.0f;
             const sf_loop qk[3] = {{1, 0, 0}, {1, 0, 0}, {d, 1, 1}};
-            for (uint32_t j = 0; j < len; j++) {
-                float acc = dot(-0.0f, q, kp + j * c, qk);
-                acc = acc / sq;
-                scores[j] = acc;
-                if (j == 0 || acc > m)
-                    m = acc;
-            }
-            float sum = 0.0f;
-            for (uint32_t j = 0; j < len; j++) {
-                float e = f_exp(scores[j] - m);
-                scores[j] = e;
-                sum += e;
-            }
             for (uint32_t j = 0; j < len; j++)
-                scores[j] = scores[j] / sum;
+                scores[j] = dot(-0.0f, q, kp + j * c, qk) / sq;
+            op_softmax(scores, scores, 1, len); /* in place: each element is read before it is written */
             /* y_h = sum_j w_j v_j: element e is w . (column e of v), summed
              * over j in order */
             float *yh = y + i * c + h * d;
@@ -496,5 +484,519 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
             for (uint32_t e = 0; e < d; e++)
                 yh[e] = dot(-0.0f, scores, vp + e, wv);
         }
+    }
+}
+
+/* ---- quantized ops (docs/model-format.md, "Quantized models") ------------------------------------ */
+
+/* The nearest integer to the float x, ties to even, saturated to
+ * [-2^30, 2^30] (far outside any 8-bit range); NaN gives 0.  On the bits. */
+static int32_t round_even_i32(uint32_t x)
+{
+    uint32_t e = (x >> 23) & 0xFF, m, q, rem, half;
+    if (e < 126)                              /* |x| < 0.5, or NaN-free zero/subnormal */
+        return 0;
+    if (e == 0xFF && (x & 0x007FFFFFu))       /* NaN */
+        return 0;
+    if (e >= 127 + 30)                        /* |x| >= 2^30, or inf */
+        return (x >> 31) ? -(1 << 30) : (1 << 30);
+    m = (x & 0x007FFFFFu) | 0x00800000u;      /* |x| = m * 2^(e - 150) */
+    if (e >= 150) {
+        q = m << (e - 150);
+    } else {
+        uint32_t sh = 150 - e;                /* 1..24 */
+        q = m >> sh;
+        rem = m & ((1u << sh) - 1u);
+        half = 1u << (sh - 1);
+        if (rem > half || (rem == half && (q & 1u)))
+            q++;
+    }
+    return (x >> 31) ? -(int32_t)q : (int32_t)q;
+}
+
+/*
+ * round_even(fl(x / s)) for a normal s, most of the time without dividing.
+ * With x = mx 2^(ex - 150), s = ms 2^(es - 150) (24-bit significands) and
+ * r = floor((2^55 - 1) / ms) (once per op; < 2^32), the quotient
+ * Q = (mx / ms) 2^k, k = ex - es, is at most 2^(k - 31) above
+ * A = mx r 2^(k - 55), which the code has with 32 bits below the point.  For
+ * k <= 9 (|Q| < 2^10) the binary32 rounding fl(Q) moves Q by at most 2^-14,
+ * so when A is 2^-13 or more from every half-integer, fl(Q) rounds to the
+ * integer nearest to A; otherwise (about one input in 4096) the code divides.
+ * For k >= 10, |Q| >= 2^9 saturates any 8-bit range, and for k <= -2,
+ * |Q| < 1/2 rounds to 0, both as round_even_i32 would.
+ */
+typedef struct {
+    uint32_t r;            /* floor((2^55 - 1) / ms) */
+    int32_t es;            /* s's exponent field */
+} quotient;
+
+static quotient quotient_of(float s)
+{
+    uint32_t b = f2u(s), ms = (b & 0x007FFFFFu) | 0x00800000u, q = 0, rem = 0;
+    quotient out;
+    for (int i = 0; i < 55; i++) { /* long division of 55 one bits by ms */
+        rem = (rem << 1) | 1u;
+        q <<= 1;
+        if (rem >= ms) {
+            rem -= ms;
+            q |= 1u;
+        }
+    }
+    out.r = q;
+    out.es = (int32_t)((b >> 23) & 0xFF);
+    return out;
+}
+
+static int32_t round_quotient(float x, float s, const quotient *d)
+{
+    uint32_t b = f2u(x), ex = (b >> 23) & 0xFF;
+    int32_t k = (int32_t)ex - d->es, n;
+    if (ex == 0 || ex == 0xFF || d->es == 0 || k > 9 || k < -1) {
+        if (k <= -2 && ex != 0xFF && d->es != 0)
+            return 0;                         /* |x / s| < 1/2 (a subnormal x too) */
+        return round_even_i32(f2u(x / s));    /* saturation, specials, a subnormal s */
+    }
+    uint64_t p = (uint64_t)((b & 0x007FFFFFu) | 0x00800000u) * d->r;
+    uint32_t hi = (uint32_t)(p >> 32), lo = (uint32_t)p, sh = (uint32_t)(23 - k); /* 14..24 */
+    uint32_t ipart = hi >> sh, frac = (lo >> sh) | (hi << (32 - sh));
+    uint32_t dist = frac >= 0x80000000u ? frac - 0x80000000u : 0x80000000u - frac;
+    if (dist < (1u << 19))                    /* near a half-integer: divide */
+        return round_even_i32(f2u(x / s));
+    n = (int32_t)(ipart + (frac >> 31));
+    return (b >> 31) ? -n : n;
+}
+
+/* y = clamp(round_even(x / scale) + zp, lo, hi): ONNX QuantizeLinear (the
+ * quotient x / scale rounded to binary32 first).  A zero (+0 or -0) gives
+ * zp: many inputs (image backgrounds) are zeros. */
+void op_quantize(const float *x, void *y, uint32_t n, float scale, int32_t zp, int32_t lo, int32_t hi,
+                 uint32_t is_i8)
+{
+    const uint32_t *xb = (const uint32_t *)x;
+    uint8_t *yb = (uint8_t *)y;
+    const uint8_t zq = (uint8_t)(zp < lo ? lo : zp > hi ? hi : zp);
+    const quotient d = quotient_of(scale);
+    for (uint32_t i = 0; i < n; i++) {
+        if ((xb[i] << 1) == 0) {
+            yb[i] = zq;
+            continue;
+        }
+        int32_t q = round_quotient(x[i], scale, &d) + zp;
+        q = q < lo ? lo : q > hi ? hi : q;
+        yb[i] = (uint8_t)(is_i8 ? (uint8_t)(int8_t)q : (uint8_t)q);
+    }
+}
+
+/* y = (float)(x - zp) * scale: ONNX DequantizeLinear (x int8, uint8 or int32;
+ * an int32 x has zp 0). */
+void op_dequantize(const void *x, uint32_t dtype, float *y, uint32_t n, float scale, int32_t zp)
+{
+    if (dtype == MLK_DT_I32) {
+        const int32_t *xi = (const int32_t *)x;
+        for (uint32_t i = 0; i < n; i++)
+            y[i] = (float)xi[i] * scale;
+    } else if (dtype == MLK_DT_I8) {
+        const int8_t *xi = (const int8_t *)x;
+        for (uint32_t i = 0; i < n; i++)
+            y[i] = (float)((int32_t)xi[i] - zp) * scale;
+    } else {
+        const uint8_t *xu = (const uint8_t *)x;
+        for (uint32_t i = 0; i < n; i++)
+            y[i] = (float)((int32_t)xu[i] - zp) * scale;
+    }
+}
+
+/*
+ * The integer sums of the quantized ops: acc + the sum of (x[k] - zx) *
+ * (w[k] - zw) over a row of n contiguous terms.  Integer sums do not depend
+ * on their order, so the kernels are free to use the fastest one; the sum
+ * is kept in 64 bits (gcc accumulates it with one madd a term on MIPS) and
+ * its low word is the result (int32, wrapping).  Three kinds, chosen once
+ * per op: uint8 activations times int8 weights with zw = 0 (the symmetric
+ * weights of ONNX's quantize_static and of mlkit's exporter) and zx = 0
+ * (activations after a ReLU, inputs in [0, 1]): QK_U8I8_Z, three
+ * instructions a term; the same with zx != 0: QK_U8I8, four; anything else:
+ * QK_ANY.  A row runs eight terms a loop, then 4, 2 and 1 as the rest
+ * needs (a convolution's rows are a few taps long).
+ */
+enum { QK_ANY, QK_U8I8, QK_U8I8_Z };
+
+static int qkind(const mlk_qparams *q)
+{
+    if (q->sx || !q->sw || q->zw != 0)
+        return QK_ANY;
+    return q->zx == 0 ? QK_U8I8_Z : QK_U8I8;
+}
+
+#define QLOAD(p, k, s) ((s) ? (int32_t)((const int8_t *)(p))[k] : (int32_t)((const uint8_t *)(p))[k])
+#define QTERM(k) acc += (int64_t)((int32_t)xr[k] - zx) * wr[k]
+
+static inline __attribute__((always_inline)) int64_t
+qrow_sum(const uint8_t *x, const uint8_t *w, uint32_t n, const mlk_qparams *q, const int kind)
+{
+    int64_t acc = 0; /* (from 0 in its own function: gcc keeps it in HI/LO through the loop) */
+    if (kind == QK_ANY) {
+        for (uint32_t k = 0; k < n; k++)
+            acc += (int64_t)(QLOAD(x, k, q->sx) - q->zx) * (QLOAD(w, k, q->sw) - q->zw);
+        return acc;
+    }
+    const int32_t zx = kind == QK_U8I8_Z ? 0 : q->zx;
+    const uint8_t *xr = x;
+    const int8_t *wr = (const int8_t *)w;
+    for (; n >= 8; n -= 8, xr += 8, wr += 8) {
+        QTERM(0); QTERM(1); QTERM(2); QTERM(3);
+        QTERM(4); QTERM(5); QTERM(6); QTERM(7);
+    }
+    if (n & 4) { /* the last n < 8 terms: 4, 2, 1 */
+        QTERM(0); QTERM(1); QTERM(2); QTERM(3);
+        xr += 4, wr += 4;
+    }
+    if (n & 2) {
+        QTERM(0); QTERM(1);
+        xr += 2, wr += 2;
+    }
+    if (n & 1)
+        QTERM(0);
+    return acc;
+}
+
+/* One function per kind, called once per row. */
+#define QROW_FN static __attribute__((noinline)) int64_t
+QROW_FN qrow_z(const uint8_t *x, const uint8_t *w, uint32_t n, const mlk_qparams *q)
+{
+    return qrow_sum(x, w, n, q, QK_U8I8_Z);
+}
+
+QROW_FN qrow_zx(const uint8_t *x, const uint8_t *w, uint32_t n, const mlk_qparams *q)
+{
+    return qrow_sum(x, w, n, q, QK_U8I8);
+}
+
+QROW_FN qrow_any(const uint8_t *x, const uint8_t *w, uint32_t n, const mlk_qparams *q)
+{
+    return qrow_sum(x, w, n, q, QK_ANY);
+}
+
+static inline __attribute__((always_inline)) int64_t
+qrow(const uint8_t *x, const uint8_t *w, uint32_t n, int64_t acc, const mlk_qparams *q, const int kind)
+{
+    if (kind == QK_U8I8_Z)
+        return acc + qrow_z(x, w, n, q);
+    if (kind == QK_U8I8)
+        return acc + qrow_zx(x, w, n, q);
+    return acc + qrow_any(x, w, n, q);
+}
+
+/* floor(v / 2^s), s in 0..62, for any int64 v (no reliance on >> of a
+ * negative number). */
+static inline int64_t floor_shift(int64_t v, uint32_t s)
+{
+    return v >= 0 ? (int64_t)((uint64_t)v >> s) : -(int64_t)(((uint64_t)(-(v + 1)) >> s) + 1u);
+}
+
+/* The requantization of output channel c: clamp(zy + round_half_up(acc *
+ * mult / 2^shift), lo, hi), stored as one byte. */
+static inline void requant(uint8_t *y, int32_t acc, uint32_t c, const mlk_qparams *q)
+{
+    uint32_t k = q->per_channel ? c : 0;
+    uint32_t s = (uint32_t)q->shift[k];
+    int64_t v = (int64_t)acc * q->mult[k];
+    int64_t r = s ? floor_shift(v + ((int64_t)1 << (s - 1)), s) : v;
+    r += q->zy;
+    r = r < q->lo ? q->lo : r > q->hi ? q->hi : r;
+    *y = (uint8_t)(int32_t)r;
+}
+
+static inline int32_t low32(int64_t acc) { return (int32_t)(uint32_t)(uint64_t)acc; }
+
+/* y[m, n] = requant(bias[n] + (x[m, k] - zx) . (w[n, k] - zw)^T) */
+static inline __attribute__((always_inline)) void
+qlinear_kind(const uint8_t *x, const uint8_t *w, uint8_t *y, uint32_t m, uint32_t k, uint32_t n,
+             const mlk_qparams *q, const int kind)
+{
+    for (uint32_t i = 0; i < m; i++, x += k) {
+        const uint8_t *wr = w;
+        for (uint32_t j = 0; j < n; j++, wr += k)
+            requant(y++, low32(qrow(x, wr, k, q->bias[j], q, kind)), j, q);
+    }
+}
+
+void op_qlinear(const void *x, const void *w, void *y, uint32_t m, uint32_t k, uint32_t n,
+                const mlk_qparams *q)
+{
+    const uint8_t *xb = (const uint8_t *)x, *wb = (const uint8_t *)w;
+    uint8_t *yb = (uint8_t *)y;
+    switch (qkind(q)) {
+    case QK_U8I8_Z: qlinear_kind(xb, wb, yb, m, k, n, q, QK_U8I8_Z); break;
+    case QK_U8I8: qlinear_kind(xb, wb, yb, m, k, n, q, QK_U8I8); break;
+    default: qlinear_kind(xb, wb, yb, m, k, n, q, QK_ANY); break;
+    }
+}
+
+/*
+ * Four adjacent outputs ox .. ox+3 of a convolution with stride_w 1 whose
+ * taps are all inside the input row (the interior): each weight is loaded
+ * once for four terms, and the four sums live in registers (32-bit,
+ * wrapping like the others).  x points at the input of output ox's tap
+ * (c 0, ky0, kx 0), w at that tap's weight.
+ */
+static inline __attribute__((always_inline)) void
+qconv4(const uint8_t *x, const int8_t *w, int32_t C, uint32_t nky, int32_t KW, int32_t HW, int32_t W,
+       int32_t KHKW, int32_t zx, uint32_t acc[4])
+{
+    uint32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t c = 0; c < C; c++, x += HW, w += KHKW) {
+        const uint8_t *xr = x;
+        const int8_t *wr = w;
+        for (uint32_t ky = 0; ky < nky; ky++, xr += W, wr += KW) {
+            const uint8_t *xp = xr;
+            const int8_t *wp = wr, *we = wr + KW;
+            do {
+                const int32_t wv = *wp++;
+                a0 += (uint32_t)(((int32_t)xp[0] - zx) * wv);
+                a1 += (uint32_t)(((int32_t)xp[1] - zx) * wv);
+                a2 += (uint32_t)(((int32_t)xp[2] - zx) * wv);
+                a3 += (uint32_t)(((int32_t)xp[3] - zx) * wv);
+                xp++;
+            } while (wp != we);
+        }
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* As op_conv2d, on 8-bit tensors: y = requant(bias[oc] + the sum over the
+ * taps of (x - zx) * (w - zw)); padding contributes nothing (it is the real
+ * 0, x = zx).  a = stride_h, stride_w, pad_h, pad_w. */
+static inline __attribute__((always_inline)) void
+qconv_kind(const uint8_t *x, const uint8_t *w, uint8_t *y, const uint32_t xs[4], const uint32_t ws[4],
+           const uint32_t ys[4], const int32_t *a, const mlk_qparams *q, const int kind)
+{
+    const int32_t C = (int32_t)xs[1], H = (int32_t)xs[2], W = (int32_t)xs[3];
+    const int32_t KH = (int32_t)ws[2], KW = (int32_t)ws[3];
+    const int32_t OC = (int32_t)ys[1], OH = (int32_t)ys[2], OW = (int32_t)ys[3];
+    const int32_t sh = a[0], sw = a[1], ph = a[2], pw = a[3];
+    /* the outputs whose taps are all inside the row: ox*sw - pw >= 0 and
+     * ox*sw - pw + KW <= W; in blocks of four when sw = 1 */
+    const int32_t ox_in = (pw + sw - 1) / sw, ox_end = W - KW + pw >= 0 ? (W - KW + pw) / sw + 1 : 0;
+    const int quad = kind != QK_ANY && sw == 1;
+    for (uint32_t bi = 0; bi < xs[0]; bi++) {
+        const uint8_t *xb = x + bi * (uint32_t)(C * H * W);
+        for (int32_t oc = 0; oc < OC; oc++) {
+            const uint8_t *wo = w + (uint32_t)(oc * C * KH * KW);
+            for (int32_t oy = 0; oy < OH; oy++) {
+                int32_t ky0, ky1;
+                int32_t iy0 = tap_range(oy, sh, ph, KH, H, &ky0, &ky1);
+                for (int32_t ox = 0; ox < OW; ox++) {
+                    if (quad && ox >= ox_in && ox + 4 <= ox_end && ky1 > ky0) {
+                        uint32_t acc[4];
+                        acc[0] = acc[1] = acc[2] = acc[3] = (uint32_t)q->bias[oc];
+                        qconv4(xb + (iy0 + ky0) * W + ox - pw, (const int8_t *)wo + ky0 * KW, C,
+                               (uint32_t)(ky1 - ky0), KW, H * W, W, KH * KW, kind == QK_U8I8_Z ? 0 : q->zx,
+                               acc);
+                        for (int32_t i = 0; i < 4; i++)
+                            requant(y++, (int32_t)acc[i], (uint32_t)oc, q);
+                        ox += 3;
+                        continue;
+                    }
+                    int32_t kx0, kx1;
+                    int32_t ix0 = tap_range(ox, sw, pw, KW, W, &kx0, &kx1);
+                    int64_t acc = q->bias[oc];
+                    if (kx1 > kx0 && ky1 > ky0) {
+                        const uint32_t nk = (uint32_t)(kx1 - kx0);
+                        const uint8_t *xc = xb + (iy0 + ky0) * W + ix0 + kx0, *wc = wo + ky0 * KW + kx0;
+                        for (int32_t c = 0; c < C; c++, xc += H * W, wc += KH * KW) {
+                            const uint8_t *xr = xc, *wr = wc;
+                            for (int32_t ky = ky0; ky < ky1; ky++, xr += W, wr += KW)
+                                acc = qrow(xr, wr, nk, acc, q, kind);
+                        }
+                    }
+                    requant(y++, low32(acc), (uint32_t)oc, q);
+                }
+            }
+        }
+    }
+}
+
+void op_qconv2d(const void *x, const void *w, void *y, const uint32_t xs[4], const uint32_t ws[4],
+                const uint32_t ys[4], const int32_t *a, const mlk_qparams *q)
+{
+    const uint8_t *xb = (const uint8_t *)x, *wb = (const uint8_t *)w;
+    uint8_t *yb = (uint8_t *)y;
+    switch (qkind(q)) {
+    case QK_U8I8_Z: qconv_kind(xb, wb, yb, xs, ws, ys, a, q, QK_U8I8_Z); break;
+    case QK_U8I8: qconv_kind(xb, wb, yb, xs, ws, ys, a, q, QK_U8I8); break;
+    default: qconv_kind(xb, wb, yb, xs, ws, ys, a, q, QK_ANY); break;
+    }
+}
+
+/* op_maxpool2d on 8-bit values (the same windows; integers: no NaN). */
+void op_maxpool2d_q(const void *x, void *y, const uint32_t xs[4], const uint32_t ys[4], const int32_t *a,
+                    uint32_t is_i8)
+{
+    const int32_t H = (int32_t)xs[2], W = (int32_t)xs[3], OH = (int32_t)ys[2], OW = (int32_t)ys[3];
+    const uint32_t planes = xs[0] * xs[1];
+    const uint8_t *xp = (const uint8_t *)x;
+    uint8_t *yp = (uint8_t *)y;
+    for (uint32_t pl = 0; pl < planes; pl++, xp += H * W) {
+        for (int32_t oy = 0; oy < OH; oy++) {
+            int32_t ky0, ky1;
+            int32_t iy0 = tap_range(oy, a[2], a[4], a[0], H, &ky0, &ky1);
+            for (int32_t ox = 0; ox < OW; ox++) {
+                int32_t kx0, kx1;
+                int32_t ix0 = tap_range(ox, a[3], a[5], a[1], W, &kx0, &kx1);
+                const uint8_t *row = xp + (iy0 + ky0) * W + ix0 + kx0;
+                int32_t m = QLOAD(row, 0, is_i8);
+                for (int32_t ky = ky0; ky < ky1; ky++, row += W)
+                    for (int32_t kx = 0; kx < kx1 - kx0; kx++)
+                        if (QLOAD(row, kx, is_i8) > m)
+                            m = QLOAD(row, kx, is_i8);
+                *yp++ = (uint8_t)m;
+            }
+        }
+    }
+}
+
+/* ---- training: loss, backward ops, optimizer updates -------------------------
+ *
+ * A training graph (docs/model-format.md, "Training graphs") is a plain graph:
+ * the forward ops above, then these.  Shapes: x/logits [m, n], labels i32 [m],
+ * linear weights [n, k] (nn.Linear layout), dy [m, n].  The same conventions
+ * as torch: the loss is the mean over rows of -log softmax(x)[label], its
+ * gradient (softmax(x) - onehot(label)) / m; SGD with momentum (dampening 0,
+ * no Nesterov) is v' = mu * v + g, p' = p - lr * v'. */
+
+/* mean over rows of log(sum_j e^(x_j - max)) - (x_label - max) */
+int op_softmax_xent(const float *x, const int32_t *labels, float *loss, uint32_t rows, uint32_t n)
+{
+    float total = 0.0f;
+    for (uint32_t r = 0; r < rows; r++, x += n) {
+        uint32_t lab = (uint32_t)labels[r];
+        if (lab >= n)
+            return 1;
+        float m = x[0];
+        for (uint32_t i = 1; i < n; i++)
+            if (x[i] > m)
+                m = x[i];
+        float sum = 0.0f;
+        for (uint32_t i = 0; i < n; i++)
+            sum += f_exp(x[i] - m);
+        total += u2f(sf_log(f2u(sum))) - (x[lab] - m);
+    }
+    *loss = total / (float)rows;
+    return 0;
+}
+
+/* dx = (softmax(x) - onehot(label)) / rows */
+int op_softmax_xent_grad(const float *x, const int32_t *labels, float *dx, uint32_t rows, uint32_t n)
+{
+    const float inv = (float)rows;
+    op_softmax(x, dx, rows, n);
+    for (uint32_t r = 0; r < rows; r++, dx += n) {
+        uint32_t lab = (uint32_t)labels[r];
+        if (lab >= n)
+            return 1;
+        dx[lab] = dx[lab] - 1.0f;
+        for (uint32_t i = 0; i < n; i++)
+            dx[i] = dx[i] / inv;
+    }
+    return 0;
+}
+
+/* dx[m, k] = dy[m, n] @ w[n, k]: row i of dy times column j of w */
+void op_linear_grad_x(const float *dy, const float *w, float *dx, uint32_t m, uint32_t k, uint32_t n)
+{
+    const sf_loop rc[3] = {{1, 0, 0}, {1, 0, 0}, {n, 1, (int32_t)k}};
+    for (uint32_t i = 0; i < m; i++, dy += n)
+        for (uint32_t j = 0; j < k; j++)
+            *dx++ = dot(-0.0f, dy, w + j, rc);
+}
+
+/* dw[n, k] = dy[m, n]^T @ x[m, k]: column i of dy times column j of x */
+void op_linear_grad_w(const float *dy, const float *x, float *dw, uint32_t m, uint32_t k, uint32_t n)
+{
+    const sf_loop cc[3] = {{1, 0, 0}, {1, 0, 0}, {m, (int32_t)n, (int32_t)k}};
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < k; j++)
+            *dw++ = dot(-0.0f, dy + i, x + j, cc);
+}
+
+/* db[n] = sum over the m rows of dy */
+void op_linear_grad_b(const float *dy, float *db, uint32_t m, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        const float *p = dy + j;
+        float acc = *p;
+        for (uint32_t i = 1; i < m; i++)
+            acc += *(p += n);
+        db[j] = acc;
+    }
+}
+
+/* dx = dy where the relu's output y > 0, else +0 (torch's threshold_backward) */
+void op_relu_grad(const float *dy, const float *y, float *dx, uint32_t n)
+{
+    const uint32_t *yp = (const uint32_t *)y, *dp = (const uint32_t *)dy;
+    uint32_t *op = (uint32_t *)dx;
+    for (; n; n--, dp++) {
+        uint32_t v = *yp++;
+        *op++ = (v & 0x80000000u) || v == 0u || v > 0x7F800000u ? 0u : *dp;
+    }
+}
+
+void op_momentum(const float *v, const float *g, float *out, uint32_t n, float mu)
+{
+    for (; n; n--)
+        *out++ = mu * *v++ + *g++;
+}
+
+void op_sgd(const float *p, const float *d, float *out, uint32_t n, float lr)
+{
+    for (; n; n--)
+        *out++ = *p++ - lr * *d++;
+}
+
+/* da[bt, m, k] = dy[bt, m, n] @ b[bt, k, n]^T (a `matmul`'s first operand's
+ * gradient): row i of dy times row j of b.  b_step as in op_matmul. */
+void op_matmul_grad_a(const float *dy, const float *b, float *da, uint32_t batch, uint32_t b_step, uint32_t m,
+                      uint32_t k, uint32_t n)
+{
+    const sf_loop rr[3] = {{1, 0, 0}, {1, 0, 0}, {n, 1, 1}};
+    for (uint32_t bt = 0; bt < batch; bt++, b += b_step)
+        for (uint32_t i = 0; i < m; i++, dy += n) {
+            const float *br = b;
+            for (uint32_t j = 0; j < k; j++, br += n)
+                *da++ = dot(-0.0f, dy, br, rr);
+        }
+}
+
+/* db[bt, k, n] = a[bt, m, k]^T @ dy[bt, m, n] (its second operand's
+ * gradient, one per batch entry): column i of a times column j of dy. */
+void op_matmul_grad_b(const float *dy, const float *a, float *db, uint32_t batch, uint32_t m, uint32_t k,
+                      uint32_t n)
+{
+    const sf_loop cc[3] = {{1, 0, 0}, {1, 0, 0}, {m, (int32_t)k, (int32_t)n}};
+    for (uint32_t bt = 0; bt < batch; bt++, a += m * k, dy += m * n)
+        for (uint32_t i = 0; i < k; i++)
+            for (uint32_t j = 0; j < n; j++)
+                *db++ = dot(-0.0f, a + i, dy + j, cc);
+}
+
+/* dx = dy * gelu'(x) for op_gelu's function, written as sf_gelu writes it:
+ * gelu(x) = x s(v), s the sigmoid, v = c x (1 + a x^2), c = 2 sqrt(2/pi),
+ * a = 0.044715, so gelu'(x) = s(v) + x s(v) (1 - s(v)) c (1 + 3a x^2)
+ * (3a: 0.134145 rounded to float).  Where s(v) (1 - s(v)) is 0 (|v| large)
+ * the second term is 0: skipping it keeps x * 0 * inf from making a NaN for
+ * huge |x|. */
+void op_gelu_grad(const float *dy, const float *x, float *dx, uint32_t n)
+{
+    const float c = 1.5957691216057308f, a = 0.044715f, a3 = 0.134145f;
+    for (; n; n--) {
+        float xv = *x++, x2 = xv * xv;
+        float s = u2f(sf_sigmoid(f2u(c * (xv * (1.0f + xv * (xv * a))))));
+        float t = s * (1.0f - s), d = s;
+        if (t != 0.0f)
+            d = d + xv * t * c * (1.0f + a3 * x2);
+        *dx++ = *dy++ * d;
     }
 }

@@ -36,8 +36,8 @@
  *
  * Normal operands (nearly all of them, in a model) take quicker inline
  * paths that round the same way without unpack() and round_pack(): see
- * "Normal numbers, quickly".  The dot products of the models (sf_dot) are
- * built on them.
+ * "Normal numbers, quickly".  The dot products of the models (sf_dot) have
+ * their own representation and fast path: see "Dot products".
  */
 #include "softfloat.h"
 
@@ -47,10 +47,12 @@
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define COLD __attribute__((noinline, cold))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define ALWAYS_INLINE inline
 #define COLD
 #define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -170,13 +172,12 @@ static uint32_t round_pack(uint32_t sign, int32_t exp, uint32_t sig)
 
 /*
  * Nearly every operand in a model is a normal number far from the ends of
- * the range.  For those, sf_mul, sf_add and the dot products take the
- * inline paths of this section: integer arithmetic on the significands
- * with the rounding done in place, instead of the general unpack() /
- * round_pack() path below.  They give the same bits (they round the same
- * exact results the same way); anything they do not cover (zeros,
- * subnormals, infinities, NaNs, results out of the normal range) goes to
- * the general code.
+ * the range.  For those, sf_mul and sf_add take the inline paths of this
+ * section: integer arithmetic on the significands with the rounding done
+ * in place, instead of the general unpack() / round_pack() path below.
+ * They give the same bits (they round the same exact results the same
+ * way); anything they do not cover (zeros, subnormals, infinities, NaNs,
+ * results out of the normal range) goes to the general code.
  *
  * A value is held unpacked as (sign, exp, sig), the exact value
  *
@@ -185,62 +186,14 @@ static uint32_t round_pack(uint32_t sign, int32_t exp, uint32_t sig)
  * with the exponent as round_pack has it (the biased exponent minus one;
  * a subnormal is normalised and has exp < 0).  sig = 2^24 is a sum that
  * rounded up to the next power of two, left so (the adder below is exact
- * for it too).  For a dot product's accumulator (sf_dot) a zero is sig = 0
- * with exp = ACC_ZERO_EXP, below any product, so that adding a product
- * gives the product; an infinity is sig = 2^23 with exp = ACC_INF_EXP,
- * above any product, so that adding a finite product overflows in
- * round_pack and stays infinite.  The sign is bit 31 of the word `sign`,
- * as in a float.
+ * for it too).  The sign is bit 31 of the word `sign`, as in a float.
+ * (The dot products keep their accumulator another way: see sf_dot.)
  */
-#define ACC_ZERO_EXP (-1024)
-#define ACC_INF_EXP 1024
-#define ACC_NAN_EXP 0x40000000      /* from the out-of-line paths only */
-
 typedef struct {
     uint32_t sign;                  /* bit 31 */
     int32_t exp;
     uint32_t sig;
 } acc_t;
-
-/* The unpacked value of a float a (not a NaN). */
-static acc_t acc_of(uint32_t a)
-{
-    acc_t r;
-    r.sign = a & SF_SIGN_BIT;
-    if (is_zero(a)) {
-        r.exp = ACC_ZERO_EXP, r.sig = 0;
-    } else if (is_inf(a)) {
-        r.exp = ACC_INF_EXP, r.sig = 0x00800000u;
-    } else {
-        unpack(a, &r.exp, &r.sig);          /* |a| = sig * 2^(exp - 150) */
-        r.exp -= 1;
-    }
-    return r;
-}
-
-/* The float of an unpacked value (exact: it holds a float's value). */
-static inline uint32_t acc_pack(acc_t acc)
-{
-    if (acc.sig == 0) return acc.sign;                      /* +-0 */
-    if (acc.exp >= ACC_INF_EXP) return acc.sign | SF_POS_INF;
-    if (acc.exp < 0) return acc.sign | (acc.sig >> -acc.exp);  /* subnormal */
-    return pack(acc.sign >> 31, acc.exp, acc.sig);          /* the leading 1 carries */
-}
-
-/* The out-of-line paths (cold, so that the hot loops keep their registers)
- * return an unpacked value as one 64-bit value, in two registers: exp in
- * the high word, sign | sig in the low one. */
-static inline uint64_t acc_join(acc_t acc)
-{
-    return ((uint64_t)(uint32_t)acc.exp << 32) | acc.sign | acc.sig;
-}
-
-static inline acc_t acc_split(uint64_t v)
-{
-    acc_t r;
-    r.sign = (uint32_t)v & SF_SIGN_BIT, r.sig = (uint32_t)v & 0x01FFFFFFu, r.exp = (int32_t)(v >> 32);
-    return r;
-}
 
 /*
  * a*b rounded, for a and b with exponents in [2^-63, 2^63) (the caller
@@ -346,7 +299,7 @@ acc_add(acc_t *acc, uint32_t sign, int32_t exp, uint32_t sig)
     }
     return acc_round_sum(acc, sign, exp, sum);
 zero:                                                       /* x - x = +0 */
-    acc->sign = 0, acc->exp = ACC_ZERO_EXP, acc->sig = 0;
+    acc->sign = 0, acc->exp = 0, acc->sig = 0;
     return 0;
 }
 
@@ -725,111 +678,308 @@ uint32_t sf_to_u32(uint32_t a)
 /*
  * sf_dot computes, term by term, acc = sf_add(acc, sf_mul(x, w)): the same
  * two roundings per term, the same bits.  It is the hot loop of every
- * model, so it skips the work the separate calls would repeat: the
- * accumulator stays unpacked between terms (acc_t, in registers), a term
- * whose operands are in [2^-63, 2^63) goes through mul_normal and acc_add
- * inline, and a zero operand (ReLU outputs, image borders) adds a signed
- * zero, which only changes an accumulator that is a zero itself.  Anything
- * else (tiny, huge, subnormal, infinite or NaN operands) goes out of line
- * to sf_mul and sf_add.  A NaN ends the dot product: NaN + anything is NaN.
+ * model, so its common path is short (about 40 MIPS instructions a term):
+ *
+ * The accumulator stays unpacked between terms, in three registers: its
+ * sign `as` (bit 31), a significand A and an exponent ae, the value
+ *
+ *     acc = (-1)^as * A * 2^(ae - DOT_BIAS),
+ *
+ * A in [2^30, 2^31] with its low 7 bits 0: 24 significant bits with the
+ * leading 1 at bit 30 (A = 2^31 is a sum that rounded up to the next power
+ * of two, left so).  ae is the float's biased exponent plus 255; a
+ * subnormal is normalised (its ae is below 256).  A zero is A = 0 with
+ * ae = DOT_ZERO_EXP, far below any product.  An accumulator that does not
+ * fit (2^127 or more, infinite) leaves the fast loop: the rest of the dot
+ * product is done by sf_add and sf_mul (dot_slow); a NaN ends it.
+ *
+ * A term whose operands are both in [2^-63, 2^65) (checked with two adds
+ * and an and) has a normal product.  With the two significands at the top
+ * of two words, the high word hi of their product (one multu) has its
+ * leading 1 at bit 30 or 31; rounded at bit 7 (or 8) it is P, a significand
+ * at A's place with P in [2^30, 2^31), and its exponent pe.  The rounding:
+ * add half an ulp, clear the bits below; only if those bits were exactly
+ * half an ulp (a tie, or just above one through the bits below hi: the low
+ * word) does the code look further, ties to even.
+ *
+ * The sum: the operand with the smaller exponent is shifted right by the
+ * difference d (up to 31; beyond that it is below 2^-7 ulp of the other,
+ * and the other is the rounded sum).  Shifts of up to 7 lose no bits (the
+ * low 7 bits are 0).  Bits lost by a larger shift matter only when what is
+ * left is exactly a tie, and after a cancellation that moves the leading
+ * 1: both are looked at there (rare).  Then add or subtract and round as
+ * the product (at bit 8 after a carry; after a cancellation, normalised
+ * first).  Results outside [2^-126, 2^127) go the general way: the term is
+ * done by sf_add(acc, sf_mul(x, w)) out of line (dot_general), as are
+ * operands outside the window; zero operands (ReLU outputs, image borders)
+ * add a signed zero inline.
  */
+#define DOT_BIAS 412                /* ae = float exponent + 255 */
+#define DOT_MIN_EXP 256             /* the smallest normal exponent */
+#define DOT_MAX_EXP (253 + 255)     /* the largest exponent kept: below 2^127 */
+#define DOT_ZERO_EXP (-(1 << 20))   /* a zero accumulator */
+#define DOT_LOW7 0x7Fu              /* the bits below a significand at A's place */
+#define DOT_SIG (~DOT_LOW7)
 
-/* A sum outside the normal range, rounded by round_pack. */
-static COLD uint64_t
-acc_round(uint32_t sign, int32_t exp, uint32_t sig)
+/* The accumulator state of a float; 0 if it does not fit (>= 2^127, inf,
+ * NaN). */
+static ALWAYS_INLINE int dot_unpack(uint32_t f, uint32_t *as, int32_t *ae, uint32_t *A)
 {
-    return acc_join(acc_of(round_pack(sign >> 31, exp, sig)));
+    uint32_t e = (f >> 23) & 0xFF, m = f & 0x007FFFFFu;
+    *as = f & SF_SIGN_BIT;
+    if (e - 1 < 253) {                                      /* normal: the hidden bit */
+        *A = (m | 0x00800000u) << 7;
+        *ae = (int32_t)e + 255;
+    } else if (e == 0) {
+        if (m == 0) {
+            *A = 0;
+            *ae = DOT_ZERO_EXP;
+        } else {                                            /* subnormal: m * 2^-149 */
+            int32_t n = clz32(m) - 1;
+            *A = m << n;
+            *ae = 263 - n;
+        }
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
-/* acc + a*b by the separate operations, for what the inline path leaves. */
-static COLD uint64_t
-acc_general(uint32_t sign, int32_t exp, uint32_t sig, uint32_t a, uint32_t b)
+/* The float of an accumulator state (exact: it holds a float's value). */
+static ALWAYS_INLINE uint32_t dot_pack(uint32_t as, int32_t ae, uint32_t A)
 {
-    acc_t acc = {sign, exp, sig};
-    uint32_t r = sf_add(acc_pack(acc), sf_mul(a, b));
-    if (is_nan(r)) {
-        acc.exp = ACC_NAN_EXP;
-        return acc_join(acc);
-    }
-    return acc_join(acc_of(r));
+    if (A == 0) return as;
+    if (ae >= DOT_MIN_EXP)                                  /* the leading 1 carries */
+        return as | ((((uint32_t)ae - DOT_MIN_EXP) << 23) + (A >> 7));
+    return as | (A >> (263 - ae));                          /* subnormal */
 }
 
 /*
- * One term: acc = acc + a*b, rounded as sf_add(acc, sf_mul(a, b)).
- * Returns 1 if the sum is a NaN (then acc is left as it was).
+ * Rounding at bit 7: t is a significand plus half an ulp (0x40); t & DOT_SIG
+ * is the value rounded half up.  If the bits below 7 of t came out 0, the
+ * part below the rounding position was exactly half an ulp as far as the
+ * kept bits say: a tie, to even (clear bit 7), unless bits that were not
+ * kept put the exact value above the tie (round up: t) or below it (down).
+ * Exact ties are common in sums (a product shifted by d <= 7 has only 7 - d
+ * bits below the rounding position), so they stay inline and short.
+ */
+#define DOT_EVEN(t) ((t) & ~0xFFu)
+
+/* The rounded product of a term whose rounding looked like a tie: the low
+ * word of the significands' product (and, for a product rounded at bit 8,
+ * bit 0 of the high word) say whether it was one. */
+static COLD uint32_t dot_product_tie(uint32_t t, uint32_t a, uint32_t b, uint32_t hi, uint32_t at8)
+{
+    uint32_t lo = ((a << 8) | SF_SIGN_BIT) * ((b << 8) | SF_SIGN_BIT);
+    return lo != 0 || (at8 && (hi & 1)) ? t & DOT_SIG : DOT_EVEN(t);
+}
+
+/*
+ * (*as, *ae, *A) = big + small, rounded, where big (sign sbig, exponent
+ * ebig, significand at A's place) is the operand with the larger exponent
+ * and small's significand is shifted right by sh (0..31) to align it.  The
+ * result's sign is sbig's unless a difference is negative (then sh = 0).
+ * Returns 1 if the sum is not for the fast loop (out of range, or a
+ * cancellation after losing bits): the caller does the term the general way.
  */
 static ALWAYS_INLINE int
-acc_add_product(acc_t *acc, uint32_t a, uint32_t b)
+dot_sum(uint32_t big, int32_t ebig, uint32_t sbig, uint32_t small, uint32_t sh, uint32_t ssmall,
+        uint32_t *as, int32_t *ae, uint32_t *A)
 {
-    const uint32_t ea = (uint32_t)f_exp(a), eb = (uint32_t)f_exp(b);
+    uint32_t q = small >> sh, s, t, low, r;
 
-    if (ea - 64 < 126 && eb - 64 < 126) {                   /* 2^-63 <= |a|, |b| < 2^63 */
-        uint32_t pm;
-        int32_t pe;
-        mul_normal(a, b, &pm, &pe);
-        if (acc_add(acc, (a ^ b) & SF_SIGN_BIT, pe, pm))
-            *acc = acc_split(acc_round(acc->sign, acc->exp, acc->sig));
-        return 0;
+    if ((int32_t)(sbig ^ ssmall) >= 0) {                    /* same signs: add */
+        s = big + q;                                        /* < 2^32 */
+        if (LIKELY((int32_t)s >= 0)) {                      /* leading 1 at bit 30 */
+            t = s + 0x40;
+            low = t & DOT_LOW7;
+            r = t - low;
+            if (UNLIKELY(low == 0) && (sh < 8 || (q << sh) == small)) r = DOT_EVEN(t);
+        } else {                                            /* a carry: at bit 31 */
+            t = (s >> 1) + 0x40;
+            low = t & DOT_LOW7;
+            r = t - low;
+            if (UNLIKELY(low == 0) && !(s & 1) && (sh < 8 || (q << sh) == small)) r = DOT_EVEN(t);
+            if (++ebig > DOT_MAX_EXP) return 1;
+        }
+    } else {                                                /* different signs: subtract */
+        s = big - q;
+        if (LIKELY((int32_t)s >= 0x40000000)) {             /* leading 1 at bit 30 */
+        round_down_ties:                                    /* the exact value is s or a bit below */
+            t = s + 0x40;
+            low = t & DOT_LOW7;
+            r = t - low;
+            if (UNLIKELY(low == 0)) r = sh < 8 || (q << sh) == small ? DOT_EVEN(t) : t - 0x80;
+        } else if ((int32_t)s >= 0x20000000) {              /* at bit 29: one place left */
+            s <<= 1;
+            if (--ebig < DOT_MIN_EXP) return 1;
+            goto round_down_ties;                           /* (lost bits are below bit 1) */
+        } else if (s == 0x80000000u) {                      /* 2^31 - (below 2^-7 ulp) */
+            r = s;
+        } else {                                            /* a cancellation: exact */
+            int32_t n;
+            if (s == 0) {                                   /* x - x = +0 */
+                *as = 0, *ae = DOT_ZERO_EXP, *A = 0;
+                return 0;
+            }
+            if ((int32_t)s < 0) {                           /* sh = 0, small > big */
+                s = 0u - s;
+                sbig ^= SF_SIGN_BIT;
+            }
+            n = clz32(s) - 1;
+            s <<= n;
+            ebig -= n;
+            if (ebig < DOT_MIN_EXP) return 1;
+            t = s + 0x40;
+            r = t & DOT_SIG;
+            if ((t & DOT_LOW7) == 0) r = DOT_EVEN(t);
+        }
     }
-    if (((a << 1) == 0 && eb != 0xFF) || ((b << 1) == 0 && ea != 0xFF)) {
-        /* 0 * finite = +-0, and x + +-0 = x, but +0 + -0 = +0 */
-        if (acc->sig == 0) acc->sign &= a ^ b;
-        return 0;
+    *as = sbig & SF_SIGN_BIT, *ae = ebig, *A = r;
+    return 0;
+}
+
+/* Loops as sf_dot runs them: byte strides, and the steps from the end of a
+ * row to the start of the next, from the end of a block of rows to the next
+ * block. */
+typedef struct {
+    uint32_t n1, n2;
+    intptr_t dx, dw, dx_row, dw_row, dx_block, dw_block, row_bytes;
+} dot_loops;
+
+/* The rest of a dot product the plain way, from the term at (xa, wa) with k
+ * terms left in its row, j rows left in its block (this one included) and
+ * i blocks left (this one included). */
+static COLD uint32_t
+dot_slow(uint32_t acc, uintptr_t xa, uintptr_t wa, uint32_t k, uint32_t j, uint32_t i, const dot_loops *L)
+{
+    for (;;) {
+        for (; k; k--, xa += L->dx, wa += L->dw)
+            acc = sf_add(acc, sf_mul(*(const uint32_t *)xa, *(const uint32_t *)wa));
+        if (is_nan(acc)) return SF_QNAN;                    /* NaN + anything = NaN */
+        xa += L->dx_row, wa += L->dw_row;
+        if (--j == 0) {
+            if (--i == 0) return acc;
+            j = L->n1;
+            xa += L->dx_block, wa += L->dw_block;
+        }
+        k = L->n2;
     }
-    {
-        acc_t r = acc_split(acc_general(acc->sign, acc->exp, acc->sig, a, b));
-        if (r.exp == ACC_NAN_EXP) return 1;
-        *acc = r;
-        return 0;
-    }
+}
+
+/* acc + a*b by the separate operations, for what the fast loop leaves. */
+static COLD uint32_t dot_general(uint32_t acc, uint32_t a, uint32_t b)
+{
+    return sf_add(acc, sf_mul(a, b));
 }
 
 uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3])
 {
     sf_loop l0 = loop[0], l1 = loop[1], l2 = loop[2];
+    dot_loops L;
+    uintptr_t xa = (uintptr_t)x, wa = (uintptr_t)w, xend;
+    uint32_t as, A, a, b, j, i;
+    int32_t ae;
+
     /* A loop of one iteration is dropped and the loops outside it move in,
      * so that the inner loops are as long as can be (a transposed
      * convolution has rows of 1 or 2 taps). */
     if (l2.n == 1) l2 = l1, l1.n = 1;
     if (l2.n == 1) l2 = l0, l0.n = 1;
     if (l1.n == 1) l1 = l0, l0.n = 1;
-    const uint32_t n0 = l0.n, n1 = l1.n, n2 = l2.n;
+    if (l0.n == 0 || l1.n == 0 || l2.n == 0) return acc;    /* no terms */
+    /* A row ends when x's address reaches its end: x needs a stride.  A
+     * product is the same either way round, so x and w may swap. */
+    if (l2.n == 1) l2.dx = 1;                               /* one term: any stride */
+    if (l2.dx == 0 && l2.dw != 0) {
+        uintptr_t t = xa;
+        int32_t s;
+        xa = wa, wa = t;
+        s = l0.dx, l0.dx = l0.dw, l0.dw = s;
+        s = l1.dx, l1.dx = l1.dw, l1.dw = s;
+        s = l2.dx, l2.dx = l2.dw, l2.dw = s;
+    }
     /* Byte addresses as integers, and the steps between terms, from the
      * end of a row to the start of the next one, and from the end of a
      * block of rows to the next block (the addresses may step outside the
      * arrays after their last use). */
-    uintptr_t xa = (uintptr_t)x, wa = (uintptr_t)w;
-    const intptr_t dx = 4 * (intptr_t)l2.dx, dw = 4 * (intptr_t)l2.dw;
-    const intptr_t dx_row = 4 * (intptr_t)l1.dx - (intptr_t)n2 * dx;
-    const intptr_t dw_row = 4 * (intptr_t)l1.dw - (intptr_t)n2 * dw;
-    const intptr_t dx_block = 4 * ((intptr_t)l0.dx - (intptr_t)n1 * l1.dx);
-    const intptr_t dw_block = 4 * ((intptr_t)l0.dw - (intptr_t)n1 * l1.dw);
-    uint32_t i, j, k;
-    acc_t s;
+    L.n1 = l1.n, L.n2 = l2.n;
+    L.dx = 4 * (intptr_t)l2.dx, L.dw = 4 * (intptr_t)l2.dw;
+    L.dx_row = 4 * (intptr_t)l1.dx - (intptr_t)l2.n * L.dx;
+    L.dw_row = 4 * (intptr_t)l1.dw - (intptr_t)l2.n * L.dw;
+    L.dx_block = 4 * ((intptr_t)l0.dx - (intptr_t)l1.n * l1.dx);
+    L.dw_block = 4 * ((intptr_t)l0.dw - (intptr_t)l1.n * l1.dw);
+    L.row_bytes = (intptr_t)l2.n * L.dx;
+    j = l1.n, i = l0.n;
+    if (l2.dx == 0) return dot_slow(acc, xa, wa, l2.n, j, i, &L);   /* both strides 0 */
+    if (!dot_unpack(acc, &as, &ae, &A))
+        return is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, j, i, &L);
 
-    if (n0 == 0 || n1 == 0 || n2 == 0) return acc;          /* no terms */
-    if (is_zero(acc)) {                                     /* the usual start */
-        s.sign = acc, s.exp = ACC_ZERO_EXP, s.sig = 0;
-    } else {
-        if (is_nan(acc)) return SF_QNAN;
-        s = acc_of(acc);
+    for (;;) {
+        xend = xa + L.row_bytes;
+        do {
+            uint32_t ta, tb, hi, t, p, ps;
+            int32_t pe, d;
+
+            a = *(const uint32_t *)xa, b = *(const uint32_t *)wa;
+            if ((a << 1) == 0) {                            /* +-0 * w = +-0 */
+                if ((b << 1) >= 0xFF000000u) goto general;  /* w is inf or NaN */
+                if (A == 0) as &= a ^ b;                    /* +0 + -0 = +0 */
+                goto next;
+            }
+            /* Exponent fields 64..191: the sign bit of field + 64 */
+            ta = (a << 1) + 0x40000000u, tb = (b << 1) + 0x40000000u;
+            if ((int32_t)(ta & tb) >= 0) goto general;
+            pe = (int32_t)(ta >> 24) + (int32_t)(tb >> 24);
+            hi = (uint32_t)(((uint64_t)((a << 8) | SF_SIGN_BIT) * ((b << 8) | SF_SIGN_BIT)) >> 32);
+            t = hi + 0x40;
+            if (LIKELY((int32_t)t >= 0)) {                  /* leading 1 at bit 30 */
+                uint32_t low = t & DOT_LOW7;
+                p = t - low;
+                if (UNLIKELY(low == 0)) p = dot_product_tie(t, a, b, hi, 0);
+            } else {                                        /* at bit 31 (or rounds up to it) */
+                uint32_t low;
+                t = (hi >> 1) + 0x40;
+                pe += 1;
+                low = t & DOT_LOW7;
+                p = t - low;
+                if (UNLIKELY(low == 0)) p = dot_product_tie(t, a, b, hi, 1);
+            }
+            ps = a ^ b;                                     /* the product's sign in bit 31 */
+            d = ae - pe;
+            if (LIKELY((uint32_t)d < 32)) {                 /* |acc| >= |p| / 2 */
+                if (dot_sum(A, ae, as, p, (uint32_t)d, ps, &as, &ae, &A)) goto general;
+            } else if (d < 0) {                             /* |acc| < |p| / 2, or 0 */
+                if (pe > DOT_MAX_EXP) goto general;
+                if ((uint32_t)-d >= 32) {                   /* acc below 2^-7 ulp of p */
+                    as = ps & SF_SIGN_BIT, ae = pe, A = p;
+                } else if (dot_sum(p, pe, ps, A, (uint32_t)-d, as, &as, &ae, &A)) {
+                    goto general;
+                }
+            }                                               /* else p is below 2^-7 ulp of acc */
+        next:
+            xa += L.dx, wa += L.dw;
+        } while (xa != xend);
+        xa += L.dx_row, wa += L.dw_row;
+        if (--j == 0) {
+            if (--i == 0) return dot_pack(as, ae, A);
+            j = L.n1;
+            xa += L.dx_block, wa += L.dw_block;
+        }
     }
-    for (i = n0; i; i--, xa += dx_block, wa += dw_block)
-        for (j = n1; j; j--, xa += dx_row, wa += dw_row)
-            for (k = n2; k; k--, xa += dx, wa += dw)
-                if (acc_add_product(&s, *(const uint32_t *)xa, *(const uint32_t *)wa))
-                    return SF_QNAN;
-    return acc_pack(s);
+
+general:                                                    /* the term (a, b), the plain way */
+    acc = dot_general(dot_pack(as, ae, A), a, b);
+    if (dot_unpack(acc, &as, &ae, &A)) goto next;
+    if (is_nan(acc)) return SF_QNAN;
+    xa += L.dx, wa += L.dw;
+    return dot_slow(acc, xa, wa, (uint32_t)((intptr_t)(xend - xa) / L.dx), j, i, &L);
 }
 
 uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b)
 {
-    acc_t s;
-
-    if (is_nan(acc)) return SF_QNAN;
-    s = acc_of(acc);
-    if (acc_add_product(&s, a, b)) return SF_QNAN;
-    return acc_pack(s);
+    static const sf_loop one[3] = {{1, 0, 0}, {1, 0, 0}, {1, 0, 0}};
+    return sf_dot(acc, &a, &b, one);
 }
 
 /* ------------------------------------------------------------------ */

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {Test} from "../utils/Test.sol";
 import {MarketFixture, RecordingConsumer, RevertingConsumer} from "../utils/MarketFixture.sol";
 import {FakeTrace} from "../utils/FakeVM.sol";
+import {MarketBooks} from "../utils/MarketBooks.sol";
 import {DisputeGame} from "../../src/DisputeGame.sol";
 import {InferenceMarket} from "../../src/InferenceMarket.sol";
 import {IInferenceMarket} from "../../src/interfaces/IInferenceMarket.sol";
@@ -23,6 +24,8 @@ contract MarketHandler is MarketFixture {
     uint256 public ghostWithdrawn;
     uint256 public ghostFinalized;
     uint256 public ghostStepsExecuted;
+    uint256 public ghostBurned; // the burn rule applied to every discard the handler saw
+    uint256 public ghostDiscards;
     mapping(bytes4 => uint256) public calls;
 
     mapping(uint256 resultId => bool) internal resultHonest;
@@ -104,8 +107,17 @@ contract MarketHandler is MarketFixture {
         uint64[6] memory choices = [uint64(2), 3, 17, 300, 5000, STEPS];
         uint64 steps = choices[stepsSeed % 6];
         bytes32 claim = honest ? honestHash(steps) : tamperedHash(steps);
+        uint256 deadline = market.expiresAt(id);
+        if (block.timestamp >= deadline) {
+            // past its fixed deadline an open request takes no result (it can only be cancelled)
+            vm.prank(a);
+            vm.expectRevert(abi.encodeWithSelector(IInferenceMarket.RequestExpired.selector, id, deadline));
+            market.postVMResult{value: 1 ether}(id, OUT_BAD, claim, steps);
+            calls[bytes4(keccak256("expired post"))]++;
+            return;
+        }
         vm.prank(a);
-        uint256 resultId = market.postResult{value: 1 ether}(id, honest ? OUT_HONEST : OUT_BAD, claim, steps);
+        uint256 resultId = market.postVMResult{value: 1 ether}(id, honest ? OUT_HONEST : OUT_BAD, claim, steps);
         resultHonest[resultId] = honest;
         ghostDeposited += 1 ether;
         calls[this.post.selector]++;
@@ -149,7 +161,7 @@ contract MarketHandler is MarketFixture {
             hs[i] = honest ? honestHash(pts[i + 1]) : tamperedHash(pts[i + 1]);
         }
         vm.prank(g.proposer);
-        game.dissect(gameId, hs);
+        game.dissect(gameId, g.disputedHash, hs);
         posted[gameId] = hs;
         calls[bytes4(keccak256("dissect"))]++;
     }
@@ -174,7 +186,7 @@ contract MarketHandler is MarketFixture {
             }
         }
         vm.prank(g.challenger);
-        game.pick(gameId, hs, index);
+        game.pick(gameId, g.disputedHash, hs, index);
         calls[bytes4(keccak256("pick"))]++;
     }
 
@@ -186,8 +198,10 @@ contract MarketHandler is MarketFixture {
         bytes memory pre = honestState(g.lo);
         if (FakeTrace.hashOf(pre) != g.agreedHash) pre = FakeTrace.state(BAD, g.lo, exitStep, 0, bytes32(0));
         if (FakeTrace.hashOf(pre) != g.agreedHash) return; // nobody has a matching pre-state
+        (uint256 resultId, uint256 openBefore) = _openGamesOf(gameId);
         vm.prank(_actor(actorSeed));
-        game.step(gameId, pre, hex"");
+        game.step(gameId, g.disputedHash, pre, hex"");
+        _checkDiscard(resultId, openBefore);
         ghostStepsExecuted++;
         calls[bytes4(keccak256("step"))]++;
     }
@@ -201,7 +215,9 @@ contract MarketHandler is MarketFixture {
             if (!wait || gameSeed % 4 != 0) return; // mostly let games run
             vm.warp(uint256(g.deadline) + 1);
         }
+        (uint256 resultId, uint256 openBefore) = _openGamesOf(gameId);
         game.claimTimeout(gameId);
+        _checkDiscard(resultId, openBefore);
         calls[this.timeout.selector]++;
     }
 
@@ -231,9 +247,11 @@ contract MarketHandler is MarketFixture {
         if (id == 0) return;
         IInferenceMarket.Request memory r = market.getRequest(id);
         if (r.status != IInferenceMarket.RequestStatus.Open) return;
-        if (block.timestamp < r.openedAt + REQUEST_TIMEOUT) {
+        uint256 deadline = uint256(r.createdAt) + REQUEST_TIMEOUT;
+        assertEq(market.expiresAt(id), deadline, "the deadline never moves");
+        if (block.timestamp < deadline) {
             if (!wait || requestSeed % 4 != 0) return; // mostly leave open requests to the provers
-            vm.warp(uint256(r.openedAt) + REQUEST_TIMEOUT);
+            vm.warp(deadline);
         }
         vm.prank(r.requester);
         market.cancelRequest(id);
@@ -250,6 +268,25 @@ contract MarketHandler is MarketFixture {
         assertEq(a.balance, before + amount, "withdraw pays exactly the balance");
         ghostWithdrawn += amount;
         calls[this.withdraw.selector]++;
+    }
+
+    /// @dev (result of game `gameId`, its open games) before a move that may end the game.
+    function _openGamesOf(uint256 gameId) internal view returns (uint256 resultId, uint256 open) {
+        resultId = market.getChallenge(gameId).resultId;
+        IInferenceMarket.Result memory r = market.getResult(resultId);
+        open = r.discarded ? 0 : r.openGames;
+    }
+
+    /// @dev If the move just discarded `resultId` (then `openBefore` games were open on it, the winner's
+    /// included): each got the same share of the unburned part of the prover's bond, the rest was burned.
+    function _checkDiscard(uint256 resultId, uint256 openBefore) internal {
+        IInferenceMarket.Result memory r = market.getResult(resultId);
+        if (openBefore == 0 || !r.discarded) return;
+        uint256 bond = market.proverBond();
+        uint256 unburned = bond - bond * BURN_BPS / 10_000;
+        assertEq(uint256(r.share), unburned / openBefore, "an equal share for every open game");
+        ghostBurned += bond - uint256(r.share) * openBefore;
+        ghostDiscards++;
     }
 
     function warp(uint256 secs) external {
@@ -275,6 +312,8 @@ contract MarketInvariantTest is Test {
 
     /// @dev How many actions really ran (not returned early) in the last run; shown with -vv.
     function afterInvariant() external view {
+        log("discards", handler.ghostDiscards());
+        log("expired posts refused", handler.calls(bytes4(keccak256("expired post"))));
         bytes4[12] memory sel = [
             MarketHandler.request.selector, MarketHandler.post.selector, MarketHandler.challenge.selector,
             bytes4(keccak256("dissect")), bytes4(keccak256("pick")), bytes4(keccak256("step")),
@@ -323,13 +362,44 @@ contract MarketInvariantTest is Test {
         }
         for (uint256 r = 1; r <= market.resultCount(); r++) {
             IInferenceMarket.Result memory res = market.getResult(r);
-            if (res.discarded) continue;
             uint256 open;
             for (uint256 g = 1; g <= game.gameCount(); g++) {
                 IInferenceMarket.Challenge memory c = market.getChallenge(g);
                 if (c.resultId == r && !c.settled) open++;
             }
-            assertEq(uint256(res.openGames), open, "openGames counts the unsettled challenges");
+            assertEq(uint256(res.openGames), open, "openGames counts the unsettled challenges, discarded or not");
+            if (!res.discarded) assertEq(uint256(res.share), 0, "a share only once discarded");
+        }
+    }
+
+    /// @dev The burned wei are exactly the burn rule applied to every discard (`MarketHandler._checkDiscard`),
+    /// never paid out (they stay in the market: `invariant_EthHeldEqualsSumOwed` counts them), and the shares
+    /// still owed are covered: each unsettled challenge of a discarded result is owed its result's share.
+    /// forge-config: default.invariant.runs = 32
+    /// forge-config: default.invariant.depth = 150
+    function invariant_BurnedIsTheBurnRuleOfEveryDiscard() public view {
+        InferenceMarket market = handler.market();
+        assertEq(market.burned(), handler.ghostBurned(), "burned == sum of the burn rule over discards");
+        uint256 bond = market.proverBond();
+        assertLe(market.burned(), handler.ghostDiscards() * bond, "at most a bond per discard");
+        assertGe(market.burned(), handler.ghostDiscards() * (bond * market.proverBondBurnBps() / 10_000), "at least the bps");
+        assertLe(
+            MarketBooks.sharesOwed(market, handler.game()),
+            handler.ghostDiscards() * bond,
+            "shares owed never exceed the discarded bonds"
+        );
+    }
+
+    /// @dev A request takes results only before its fixed deadline (`createdAt + requestTimeout`), whatever
+    /// was discarded in between.
+    /// forge-config: default.invariant.runs = 32
+    /// forge-config: default.invariant.depth = 150
+    function invariant_NoResultAtOrAfterTheDeadline() public view {
+        InferenceMarket market = handler.market();
+        for (uint256 r = 1; r <= market.resultCount(); r++) {
+            IInferenceMarket.Result memory res = market.getResult(r);
+            IInferenceMarket.Request memory req = market.getRequest(res.requestId);
+            assertLt(uint256(res.postedAt), uint256(req.createdAt) + market.requestTimeout(), "posted in time");
         }
     }
 

@@ -91,6 +91,11 @@ contract FakeVM {
         overrides[preHash] = postHash;
     }
 
+    function stateHash(bytes calldata stateData) external pure returns (bytes32) {
+        if (stateData.length != FakeTrace.STATE_SIZE) revert InvalidStateLength(stateData.length);
+        return FakeTrace.hashOf(stateData);
+    }
+
     function step(bytes calldata stateData, bytes calldata, bytes32) external view returns (bytes32) {
         if (stateData.length != FakeTrace.STATE_SIZE) revert InvalidStateLength(stateData.length);
         if (missingPart) revert PreimageNotLoaded(bytes32(stateData[32:64]), 0);
@@ -107,8 +112,9 @@ contract FakeVM {
     }
 }
 
-// Compile-time check that FakeVM offers what DisputeGame calls (step, oracle) with IMIPS's selectors.
+// Compile-time check that FakeVM offers what DisputeGame calls (step, stateHash, oracle) with IMIPS's selectors.
 abstract contract _FakeVMSelectors {
     bytes4 internal constant _STEP = IMIPS.step.selector;
+    bytes4 internal constant _STATE_HASH = IMIPS.stateHash.selector;
     bytes4 internal constant _ORACLE = IMIPS.oracle.selector;
 }

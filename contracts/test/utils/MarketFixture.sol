@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {FakeVM, FakeTrace} from "./FakeVM.sol";
+import {MarketBooks} from "./MarketBooks.sol";
 import {GamePlayer} from "../DisputeGame.t.sol";
 import {DisputeGame} from "../../src/DisputeGame.sol";
 import {InferenceMarket} from "../../src/InferenceMarket.sol";
@@ -20,11 +21,14 @@ abstract contract MarketFixture is GamePlayer {
     uint64 internal constant REQUEST_TIMEOUT = 7 days;
     uint64 internal constant MAX_STEPS = 1e12;
     uint64 internal constant STEPS = 15_000_000;
+    uint16 internal constant BURN_BPS = 5_000; // half of a losing prover's bond is burned
 
     FakeVM internal fakeVm;
     DisputeGame public game;
     ModelRegistry public registry;
     InferenceMarket public market;
+    /// @dev The split games' node guest: the synthetic trace's step 0, so that bottom levels play it too.
+    bytes32 internal execProgram;
 
     function _params() internal pure returns (IInferenceMarket.Params memory) {
         return IInferenceMarket.Params({
@@ -33,6 +37,7 @@ abstract contract MarketFixture is GamePlayer {
             callbackGasPrice: 10 gwei,
             proverBond: 1 ether,
             challengerBond: 0.5 ether,
+            proverBondBurnBps: BURN_BPS,
             challengeWindow: WINDOW,
             requestTimeout: REQUEST_TIMEOUT,
             maxSteps: MAX_STEPS
@@ -44,9 +49,10 @@ abstract contract MarketFixture is GamePlayer {
         exitStep = uint32(STEPS - 1_000);
         tamperAt = 7_000_000;
         fakeVm = new FakeVM();
+        execProgram = honestHash(0);
         game = new DisputeGame(IMIPS(address(fakeVm)), 16, TIMEOUT);
         registry = new ModelRegistry();
-        market = new InferenceMarket(registry, game, _params());
+        market = new InferenceMarket(registry, game, _params(), execProgram);
         registry.register(MODEL, "dcgan", _shape(100), _shape(3 * 64 * 64), "ipfs://model", honestHash(0));
     }
 
@@ -55,23 +61,10 @@ abstract contract MarketFixture is GamePlayer {
         s[0] = n;
     }
 
-    /// @dev ETH the market must hold: escrowed fees, bonds of pending results and unsettled challenges, and
-    /// the withdrawable balances of `accounts` (every account that can have one).
-    function _owed(address[] memory accounts) internal view returns (uint256 owed) {
-        for (uint256 id = 1; id <= market.requestCount(); id++) {
-            IInferenceMarket.Request memory r = market.getRequest(id);
-            if (r.status == IInferenceMarket.RequestStatus.Open || r.status == IInferenceMarket.RequestStatus.Proposed) {
-                owed += r.fee;
-            }
-            if (r.status == IInferenceMarket.RequestStatus.Proposed) owed += market.proverBond();
-        }
-        for (uint256 g = 1; g <= game.gameCount(); g++) {
-            IInferenceMarket.Challenge memory c = market.getChallenge(g);
-            if (c.challenger != address(0) && !c.settled) owed += market.challengerBond();
-        }
-        for (uint256 i = 0; i < accounts.length; i++) {
-            owed += market.balanceOf(accounts[i]);
-        }
+    /// @dev ETH the market must hold (`MarketBooks.owed`), with the balances of `accounts` (every account
+    /// that can have one).
+    function _owed(address[] memory accounts) internal view returns (uint256) {
+        return MarketBooks.owed(market, game, accounts);
     }
 }
 

@@ -1,0 +1,1 @@
+"""The training agents: the worker (`trainer.worker`) and the fraud-proofer (`trainer.fraudproofer`)."""
