@@ -463,10 +463,13 @@ class Agent(ABC):
         """The record a split game's `open` put at its bottom level (from its `Opened` event)."""
         record = self._records.get(row.game_id)
         if record is None:
-            evs = self.chain.events(self.contracts.game, "Opened", row.block, gameId=row.game_id)
-            if not evs:
-                raise RuntimeError(f"game {row.game_id} is at its bottom level but no Opened event was found")
-            record = self._records[row.game_id] = ExecRecord.decode(bytes(evs[-1]["args"]["record"]))
+            raw = self.book.opened(row.game_id)
+            if raw is None:  # opened before we started watching (a restart): look it up once
+                evs = self.chain.events(self.contracts.game, "Opened", row.block, gameId=row.game_id)
+                if not evs:
+                    raise RuntimeError(f"game {row.game_id} is at its bottom level but has no Opened event")
+                raw = bytes(evs[-1]["args"]["record"])
+            record = self._records[row.game_id] = ExecRecord.decode(raw)
         return record
 
     def our_hash(self, row: GameRow, view: GameView, proposer: bool) -> Callable[[int], bytes]:

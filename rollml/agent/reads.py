@@ -169,7 +169,9 @@ class GameBook:
     read again only when something may have changed: an event of it arrived (`on_event`), we moved in it
     (`invalidate`), or the last read is `max_age` seconds old (a safety net). While the other side is due
     and no event came, nothing can change but the clock, and the solver needs no read to claim a timeout.
-    The hashes of a dissection come with its `Dissected` event; after a restart they are looked up once.
+    The hashes of a dissection come with its `Dissected` event, the record a split game opened with its
+    `Opened` event; after a restart they are looked up once (a log scan from the game's block, which on a
+    long chain costs seconds per game).
     """
 
     EVENTS = ("Dissected", "Picked", "Opened", "Stepped", "GameResolved", "GameCancelled")
@@ -178,6 +180,7 @@ class GameBook:
         self.chain, self.contracts, self.arity, self.max_age = chain, contracts, arity, max_age
         self._games: dict[int, tuple[float, OnchainGame]] = {}  # game id -> (monotonic read time, game)
         self._posted: dict[int, tuple[int, int, tuple[bytes, ...]]] = {}  # game id -> (lo, hi, hashes)
+        self._opened: dict[int, bytes] = {}  # game id -> the record its `open` put at the bottom level
         self.reads = 0  # games read from the chain (statistics)
 
     def on_event(self, ev: EventData) -> None:
@@ -186,6 +189,8 @@ class GameBook:
         if ev["event"] == "Dissected":
             a = ev["args"]
             self._posted[gid] = (int(a["lo"]), int(a["hi"]), tuple(bytes(h) for h in a["hashes"]))
+        elif ev["event"] == "Opened":
+            self._opened[gid] = bytes(ev["args"]["record"])
         self._games.pop(gid, None)
 
     def invalidate(self, game_id: int) -> None:
@@ -194,6 +199,11 @@ class GameBook:
     def forget(self, game_id: int) -> None:
         self._games.pop(game_id, None)
         self._posted.pop(game_id, None)
+        self._opened.pop(game_id, None)
+
+    def opened(self, game_id: int) -> bytes | None:
+        """The record of split game `game_id`'s `Opened` event, if it came while we were watching."""
+        return self._opened.get(game_id)
 
     def game(self, game_id: int, from_block: int) -> OnchainGame:
         """The game as last read, or read now if it may have changed (see the class docstring)."""

@@ -103,3 +103,31 @@ def test_lying_challenger_loses_to_an_honest_split_claim(tmp_path: Path, name: s
     report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
     assert report.status == GameStatus.PROPOSER_WON
     assert "open" in [t.kind for t in report.txs]
+
+
+def test_the_bottom_level_is_played_without_a_log_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both agents learn the opened record from the `Opened` event their sync reads anyway: looking it up
+    per game from the game's block (`gameId`-filtered eth_getLogs) cost seconds a game on a long chain and
+    made a 65-game flood miss its move deadlines."""
+    world = split_world(tmp_path, "mnist-mlp")
+    model, payload = reference("mnist-mlp")
+    bad = world.node(2, "bad", tamper=tamper_at("mnist-mlp", "late"), split=True)
+    challenger = world.challenger(3, "challenger")
+    scans: list[dict[str, object]] = []
+    events = world.chain.events
+
+    def spy(contract, event, from_block, to_block=None, **filters):  # type: ignore[no-untyped-def]
+        if filters:
+            scans.append({"event": event, **filters})
+        return events(contract, event, from_block, to_block, **filters)
+
+    monkeypatch.setattr(world.chain, "events", spy)
+    rid = world.request(model, payload)
+    world.play([bad, challenger], lambda: job_of(bad, rid).state == JobState.LOST, max_ticks=400)
+    monkeypatch.undo()
+    assert not [s for s in scans if s["event"] == "Opened"], scans
+    (challenged,) = world.events("ResultChallenged")
+    report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
+    assert "open" in [t.kind for t in report.txs] and report.txs[-1].kind == "step"
