@@ -461,6 +461,16 @@ class TextMap:
         self.splits = (self.splits - old) | splits
         return splits != old
 
+    def split_after(self, addr: int) -> int | None:
+        """The split point a TB starting at `addr` runs into (no TB-ending word before it), if any."""
+        i = (addr - self.lo) >> 2
+        for k in range(i, min(i + SPLIT_WORDS + 1, self.words)):
+            if self.lo + 4 * k in self.splits:
+                return self.lo + 4 * k
+            if self.ends[k]:
+                return None
+        return None
+
     def is_text(self, addr: int) -> bool:
         return not addr & 3 and 0 <= addr - self.lo < 4 * self.words and self.xmap[addr >> PAGE_BITS] == 1
 
@@ -891,6 +901,8 @@ class FastVM:
             tb_pc, tb_n = self._tb()
             tb_end = (tb_pc + 4 * tb_n) & MASK
             eng = self._engine[0]
+            if not self._counting:  # no TB to go by: a TB from uc_pc ran into a split point (or uc_pc is one)
+                tb_pc, tb_end = -1, self.text.split_after(uc_pc) or uc_pc
             at = uc_pc if eng.is_exit(uc_pc) and uc_pc != tb_pc else tb_end
             if not eng.is_exit(at) or ((ctx.slot_tb or self._ends_in_branch()) and at == tb_end):
                 raise FastPathError(self._describe("a stop without a reason", 0, vals))

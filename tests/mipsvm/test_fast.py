@@ -33,6 +33,7 @@ from mipsvm.fast import (
     KIND_SYSCALL,
     FastVM,
     spec_invalid,
+    uncounted_run,
     word_kind,
 )
 from mipsvm.hashing import keccak256
@@ -284,6 +285,8 @@ def _page_crossing(branch: int) -> list[int]:
     return [*words, asm("lw", T1, 0, T0), asm("bne", T3, 0, 1018 - len(words)), 0, *EXIT]
 
 
+# 300 straight-line words: Unicorn's TBs end at split points (mipsvm.fast.TextMap), runs stop there
+EDGE_CASES["straight stretch past a split point"] = (seq([asm("addiu", T2, T2, 1)] * 300, EXIT), {})
 EDGE_CASES["page-crossing slot, taken"] = (_page_crossing(asm("bne", T3, 0, -5)), {T0: DATA})
 EDGE_CASES["page-crossing slot, not taken"] = (_page_crossing(asm("beq", T3, 0, 3)), {T0: DATA})
 # The data of "jump into data": code that jumps back to the exit at BASE + 24.
@@ -324,6 +327,19 @@ def test_edge_case_outcomes() -> None:
     assert final("store into the next word").status == Status.VALID  # the break was overwritten
     div = final("div by zero")
     assert (div.regs[T2], div.regs[T3], div.regs[A1], div.regs[A2]) == (0, 0xFFFFFFF9, 0, 0xFFFFFFF9)
+
+
+@pytest.mark.parametrize(
+    "name", ["straight stretch past a split point", "page-crossing slot, taken", "loads in slots, cold TLB"]
+)
+def test_uncounted_baseline_ends_where_the_exact_run_does(name: str) -> None:
+    """bench/vm.py's baseline (no counting hook, no TBs to go by) stops at split points too, with the pc
+    of the TB that ran into one: it must find where, and end as the exact run does."""
+    prog = edge_program(name)
+    with FastVM(prog, TotalOracle()) as vm:
+        final = vm.run()
+    raw = uncounted_run(prog, TotalOracle())
+    assert (raw.exit_code, raw.regs) == (final.exit_code, final.regs)
 
 
 # --------------------------------------------------------------------------------------------------------
