@@ -133,7 +133,6 @@ class Agent(ABC):
         self._stock_logged = 0.0
         self._stats = TickStats()
         self._unreachable = False
-        self._records: dict[int, ExecRecord] = {}  # split games opened: game id -> the opened record
         self._split_results: dict[int, bool] = {}  # result id -> posted as a split claim
         self.responder = Responder(chain, self.contracts, account, self.store, self.emit, self._count_tx)
 
@@ -460,17 +459,8 @@ class Agent(ABC):
         return known
 
     def opened_record(self, row: GameRow) -> ExecRecord:
-        """The record a split game's `open` put at its bottom level (from its `Opened` event)."""
-        record = self._records.get(row.game_id)
-        if record is None:
-            raw = self.book.opened(row.game_id)
-            if raw is None:  # opened before we started watching (a restart): look it up once
-                evs = self.chain.events(self.contracts.game, "Opened", row.block, gameId=row.game_id)
-                if not evs:
-                    raise RuntimeError(f"game {row.game_id} is at its bottom level but has no Opened event")
-                raw = bytes(evs[-1]["args"]["record"])
-            record = self._records[row.game_id] = ExecRecord.decode(raw)
-        return record
+        """The record a split game's `open` put at its bottom level."""
+        return self.book.opened(row.game_id, row.block)
 
     def our_hash(self, row: GameRow, view: GameView, proposer: bool) -> Callable[[int], bytes]:
         """The solver's hash function in game `row`: a whole-run trace's, or a split claim's at the game's
@@ -517,7 +507,6 @@ class Agent(ABC):
         state = self.outcome(row, status)
         self.store.update_game(row.game_id, state=state)
         self.book.forget(row.game_id)
-        self._records.pop(row.game_id, None)
         key = self._trace_of.pop(row.game_id, None)
         if key is not None and key not in self._trace_of.values():  # the last game on that claim
             trace = self.traces.pop(key, None)

@@ -11,6 +11,7 @@ from web3.logs import DISCARD
 from web3.types import EventData, TxReceipt
 
 from mipsvm.hashing import keccak256
+from mlkit.state import ExecRecord
 from rollml.core.chain import Chain, ChainError
 from rollml.core.deploy import Contracts
 from rollml.core.dispute import GameStatus, GameView, Turn
@@ -180,7 +181,7 @@ class GameBook:
         self.chain, self.contracts, self.arity, self.max_age = chain, contracts, arity, max_age
         self._games: dict[int, tuple[float, OnchainGame]] = {}  # game id -> (monotonic read time, game)
         self._posted: dict[int, tuple[int, int, tuple[bytes, ...]]] = {}  # game id -> (lo, hi, hashes)
-        self._opened: dict[int, bytes] = {}  # game id -> the record its `open` put at the bottom level
+        self._opened: dict[int, ExecRecord] = {}  # game id -> the record its `open` put at the bottom level
         self.reads = 0  # games read from the chain (statistics)
 
     def on_event(self, ev: EventData) -> None:
@@ -190,7 +191,7 @@ class GameBook:
             a = ev["args"]
             self._posted[gid] = (int(a["lo"]), int(a["hi"]), tuple(bytes(h) for h in a["hashes"]))
         elif ev["event"] == "Opened":
-            self._opened[gid] = bytes(ev["args"]["record"])
+            self._opened[gid] = ExecRecord.decode(bytes(ev["args"]["record"]))
         self._games.pop(gid, None)
 
     def invalidate(self, game_id: int) -> None:
@@ -201,9 +202,16 @@ class GameBook:
         self._posted.pop(game_id, None)
         self._opened.pop(game_id, None)
 
-    def opened(self, game_id: int) -> bytes | None:
-        """The record of split game `game_id`'s `Opened` event, if it came while we were watching."""
-        return self._opened.get(game_id)
+    def opened(self, game_id: int, from_block: int) -> ExecRecord:
+        """The record split game `game_id`'s `open` put at its bottom level: from its `Opened` event, or
+        looked up once if that came before we were watching (a restart)."""
+        record = self._opened.get(game_id)
+        if record is None:
+            evs = self.chain.events(self.contracts.game, "Opened", from_block, gameId=game_id)
+            if not evs:
+                raise RuntimeError(f"game {game_id} is at its bottom level but has no Opened event")
+            record = self._opened[game_id] = ExecRecord.decode(bytes(evs[-1]["args"]["record"]))
+        return record
 
     def game(self, game_id: int, from_block: int) -> OnchainGame:
         """The game as last read, or read now if it may have changed (see the class docstring)."""

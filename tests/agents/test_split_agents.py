@@ -131,3 +131,34 @@ def test_the_bottom_level_is_played_without_a_log_scan(
     (challenged,) = world.events("ResultChallenged")
     report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
     assert "open" in [t.kind for t in report.txs] and report.txs[-1].kind == "step"
+
+
+def test_a_restart_at_the_bottom_level_finds_the_opened_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent restarted after the `open` never saw the `Opened` event: it looks the record up once (a log
+    scan from the game's block) and plays the bottom level to its end."""
+    world = split_world(tmp_path, "mnist-mlp")
+    model, payload = reference("mnist-mlp")
+    bad = world.node(2, "bad", tamper=tamper_at("mnist-mlp", "late"), split=True)
+    challenger = world.challenger(3, "challenger")
+    rid = world.request(model, payload)
+    game, start = world.contracts.game, world.deployment.block
+    world.play([bad, challenger], lambda: bool(world.chain.events(game, "Opened", start)), max_ticks=400)
+    challenger.close()
+    scans: list[str] = []
+    events = world.chain.events
+
+    def spy(contract, event, from_block, to_block=None, **filters):  # type: ignore[no-untyped-def]
+        if filters:
+            scans.append(event)
+        return events(contract, event, from_block, to_block, **filters)
+
+    monkeypatch.setattr(world.chain, "events", spy)
+    restarted = world.challenger(3, "challenger")  # the same store
+    world.play([bad, restarted], lambda: job_of(bad, rid).state == JobState.LOST, max_ticks=400)
+    monkeypatch.undo()
+    assert scans.count("Opened") == 1, scans
+    (challenged,) = world.events("ResultChallenged")
+    report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
+    assert report.status == GameStatus.CHALLENGER_WON and report.txs[-1].kind == "step"
