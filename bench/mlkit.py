@@ -27,10 +27,10 @@ from a block profile of the VM run):
 
 | fp32 | MACs | VM steps before | after | steps/MAC before | after | kernel before | after |
 |---|---:|---:|---:|---:|---:|---:|---:|
-| mnist-mlp | 15.9K | 0.894M | 0.657M | 56.3 | 41.4 | 49.9 | 34.9 |
-| lenet | 407K | 23.4M | 18.3M | 57.5 | 44.9 | 53.5 | 40.7 |
+| mnist-mlp | 15.9K | 0.894M | 0.615M | 56.3 | 38.7 | 49.9 | 34.9 |
+| lenet | 407K | 23.4M | 18.2M | 57.5 | 44.8 | 53.5 | 40.7 |
 | gpt2-tiny (8-token prompt, 16 new) | 2.34M | 168M | 135M | 72.1 | 57.6 | 62.6 | 48.1 |
-| dcgan32 | 52.0M | 3.39G | 2.54G | 65.2 | 48.8 | | |
+| dcgan32 | 52.0M | 3.39G | 2.55G | 65.2 | 49.0 | | |
 
 | int8 (per tensor / channel) | VM steps | steps/MAC | vs fp32 | accuracy: torch, fp32, int8, onnxruntime |
 |---|---:|---:|---:|---|
