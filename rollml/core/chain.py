@@ -3,7 +3,8 @@
 Everything rollml sends to a chain goes through `Chain`:
 
 - `Chain.embedded()`: an in-process py-evm chain (eth-tester) with ten funded accounts and automine, for
-  tests and demos that need no external process; `Chain.connect(url)`: any JSON-RPC endpoint (anvil, a
+  tests and demos that need no external process (its gas estimates come from one run of the transaction,
+  not py-evm's bisection: `_gas_from_one_run`); `Chain.connect(url)`: any JSON-RPC endpoint (anvil, a
   testnet node).
 - `transact` signs locally with eth-account (the endpoint never holds keys), estimates gas with headroom,
   keeps one nonce counter per sender (thread-safe, so a node and its challenger threads can share a
@@ -234,6 +235,34 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _gas_from_one_run(state: Any, transaction: Any) -> int:
+    """The embedded chain's gas estimate from the gas one run at the block's limit uses: that much, or a
+    little more where a call forwards only 63/64 of the gas left (tried upwards, a 64/63 step per call
+    depth), as the least limit that runs (`transact` adds its headroom). py-evm's default bisects from the
+    intrinsic gas up (~13 runs of the transaction per estimate), most of the time of a dispute on the
+    embedded chain; this takes 2-3 runs. A failure at the block's limit raises as py-evm's does."""
+    from eth.vm.spoof import SpoofTransaction
+
+    limit = int(state.gas_limit)
+
+    def runs(gas: int) -> Any:
+        snapshot = state.snapshot()
+        try:
+            return state.apply_transaction(SpoofTransaction(transaction, gas=gas, gas_price=0))
+        finally:
+            state.revert(snapshot)
+
+    computation = runs(limit)
+    if computation.is_error:
+        raise computation.error
+    gas = int(transaction.intrinsic_gas + computation.get_gas_used())
+    for _ in range(8):
+        if gas >= limit or not runs(gas).is_error:
+            return min(gas, limit)
+        gas = gas * 64 // 63 + 1
+    return limit
+
+
 class _LockedTesterProvider(EthereumTesterProvider):
     """eth-tester is not thread-safe; the node and challenger may share one embedded chain from threads."""
 
@@ -275,7 +304,11 @@ class Chain:
         """A fresh in-process py-evm chain (eth-tester): ten accounts with 1,000,000 ether each, automine."""
         from eth_tester import EthereumTester, PyEVMBackend
 
-        tester = EthereumTester(PyEVMBackend())
+        backend = PyEVMBackend()
+        # the estimator of this chain and of the chains its snapshots revert to (a class of this backend's)
+        backend.chain.gas_estimator = _gas_from_one_run
+        type(backend.chain).gas_estimator = staticmethod(_gas_from_one_run)
+        tester = EthereumTester(backend)
         return cls(Web3(_LockedTesterProvider(tester)), tester=tester)
 
     @classmethod

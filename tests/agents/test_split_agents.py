@@ -162,3 +162,33 @@ def test_a_restart_at_the_bottom_level_finds_the_opened_record(
     (challenged,) = world.events("ResultChallenged")
     report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
     assert report.status == GameStatus.CHALLENGER_WON and report.txs[-1].kind == "step"
+
+
+def test_the_embedded_chain_estimates_the_least_gas_each_move_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded chain estimates gas from one run (rollml.core.chain._gas_from_one_run) instead of
+    py-evm's bisection: on every transaction of a split dispute (nested calls that forward 63/64 of the gas
+    left included) its estimate runs, and is at most one 64/63 step above the least limit that does."""
+    from eth.estimators.gas import binary_gas_search
+
+    from rollml.core import chain as chain_module
+
+    checked: list[tuple[int, int]] = []
+
+    def compared(state, transaction):  # type: ignore[no-untyped-def]
+        ours = estimate(state, transaction)
+        least = binary_gas_search(state, transaction, tolerance=1)
+        checked.append((ours, least))
+        return ours
+
+    estimate = chain_module._gas_from_one_run
+    monkeypatch.setattr(chain_module, "_gas_from_one_run", compared)
+    world = split_world(tmp_path, "mnist-mlp")
+    model, payload = reference("mnist-mlp")
+    bad = world.node(2, "bad", tamper=tamper_at("mnist-mlp", "early"), split=True)
+    challenger = world.challenger(3, "challenger")
+    rid = world.request(model, payload)
+    world.play([bad, challenger], lambda: job_of(bad, rid).state == JobState.LOST, max_ticks=400)
+    assert len(checked) > 15
+    assert all(least <= ours <= least * 64 // 63 + 1 for ours, least in checked), checked
