@@ -37,7 +37,6 @@ from eth_account.signers.local import LocalAccount
 from web3.contract.contract import Contract
 from web3.types import EventData
 
-from mlkit.state import ExecRecord
 from rollml.agent.capacity import Capacity
 from rollml.agent.logs import log_event
 from rollml.agent.models import ModelFetchError, ModelStore, fetch_model
@@ -458,16 +457,12 @@ class Agent(ABC):
             known = self._split_results[result_id] = bool(r[9])
         return known
 
-    def opened_record(self, row: GameRow) -> ExecRecord:
-        """The record a split game's `open` put at its bottom level."""
-        return self.book.opened(row.game_id, row.block)
-
     def our_hash(self, row: GameRow, view: GameView, proposer: bool) -> Callable[[int], bytes]:
         """The solver's hash function in game `row`: a whole-run trace's, or a split claim's at the game's
         level (the roots of our states at the top, the node guest's run of the opened record below)."""
         trace = self.trace_for(row)
         if isinstance(trace, SplitTrace):
-            record = None if view.top else self.opened_record(row)
+            record = None if view.top else self.book.opened(row.game_id, row.block)
             return trace.hashes(view, record, proposer)
         return trace.hash_at
 
