@@ -58,6 +58,21 @@ def tamper_at(name: str, where: str) -> Tamper:
     return Tamper(TamperKind.TENSOR, at=at)
 
 
+def spy_on_scans(world: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The filtered log scans (e.g. `gameId`-filtered eth_getLogs) the world's chain makes from now on, until
+    `monkeypatch.undo()`."""
+    scans: list[dict[str, object]] = []
+    events = world.chain.events
+
+    def spy(contract, event, from_block, to_block=None, **filters):  # type: ignore[no-untyped-def]
+        if filters:
+            scans.append({"event": event, **filters})
+        return events(contract, event, from_block, to_block, **filters)
+
+    monkeypatch.setattr(world.chain, "events", spy)
+    return scans
+
+
 CASES = [
     ("mnist-mlp", "early"),
     ("mnist-mlp", "late"),
@@ -115,15 +130,7 @@ def test_the_bottom_level_is_played_without_a_log_scan(
     model, payload = reference("mnist-mlp")
     bad = world.node(2, "bad", tamper=tamper_at("mnist-mlp", "late"), split=True)
     challenger = world.challenger(3, "challenger")
-    scans: list[dict[str, object]] = []
-    events = world.chain.events
-
-    def spy(contract, event, from_block, to_block=None, **filters):  # type: ignore[no-untyped-def]
-        if filters:
-            scans.append({"event": event, **filters})
-        return events(contract, event, from_block, to_block, **filters)
-
-    monkeypatch.setattr(world.chain, "events", spy)
+    scans = spy_on_scans(world, monkeypatch)
     rid = world.request(model, payload)
     world.play([bad, challenger], lambda: job_of(bad, rid).state == JobState.LOST, max_ticks=400)
     monkeypatch.undo()
@@ -146,19 +153,11 @@ def test_a_restart_at_the_bottom_level_finds_the_opened_record(
     game, start = world.contracts.game, world.deployment.block
     world.play([bad, challenger], lambda: bool(world.chain.events(game, "Opened", start)), max_ticks=400)
     challenger.close()
-    scans: list[str] = []
-    events = world.chain.events
-
-    def spy(contract, event, from_block, to_block=None, **filters):  # type: ignore[no-untyped-def]
-        if filters:
-            scans.append(event)
-        return events(contract, event, from_block, to_block, **filters)
-
-    monkeypatch.setattr(world.chain, "events", spy)
+    scans = spy_on_scans(world, monkeypatch)
     restarted = world.challenger(3, "challenger")  # the same store
     world.play([bad, restarted], lambda: job_of(bad, rid).state == JobState.LOST, max_ticks=400)
     monkeypatch.undo()
-    assert scans.count("Opened") == 1, scans
+    assert [s["event"] for s in scans].count("Opened") == 1, scans
     (challenged,) = world.events("ResultChallenged")
     report = game_report(world.chain, world.contracts, int(challenged["gameId"]), world.deployment.block)
     assert report.status == GameStatus.CHALLENGER_WON and report.txs[-1].kind == "step"
