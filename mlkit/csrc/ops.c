@@ -9,11 +9,12 @@
  * rather than by testing every tap.
  *
  * The dot products of linear, matmul, the convolutions and attention (nearly
- * all of a model's work) go through dot(), which is sf_dot in the MIPS build:
- * the same roundings as `acc += x * w` term by term, at a fraction of the
- * cost of two soft-float calls (softfloat.c, "Dot products").  The native
- * build runs the plain loop on the FPU (built with -DMLK_SOFT_DOT it runs
- * sf_dot too: tests/mlkit/test_mlkit_ops.py checks that both give the same bytes).
+ * all of a model's work) go through dot_run(), which is sf_dot's kernel in
+ * the MIPS build: the same roundings as `acc += x * w` term by term, at a
+ * fraction of the cost of two soft-float calls (softfloat.c, "Dot
+ * products").  The native build runs the plain loop on the FPU (built with
+ * -DMLK_SOFT_DOT it runs the kernel too: tests/mlkit/test_mlkit_ops.py checks
+ * that both give the same bytes).
  *
  * Summation order is fixed by the code (always the textual order below), so
  * the host build and the MIPS build produce the same bits.  It is not the
@@ -29,13 +30,9 @@ static inline float f_exp(float x) { return u2f(sf_exp(f2u(x))); }
 /* acc + sum of x[i*dx0 + j*dx1 + k*dx2] * w[i*dw0 + j*dw1 + k*dw2] over
  * i < n0, j < n1, k < n2 (k fastest), rounding each product and each sum:
  * exactly `acc += x * w` in that order (see sf_loop in softfloat.h).  A sum
- * that starts with its first product starts from acc = -0 (-0 + p = p). */
-#if defined(SOFTFLOAT_ABI) || defined(MLK_SOFT_DOT)
-static inline float dot(float acc, const float *x, const float *w, const sf_loop l[3])
-{
-    return u2f(sf_dot(f2u(acc), (const uint32_t *)x, (const uint32_t *)w, l));
-}
-#else
+ * that starts with its first product starts from acc = -0 (-0 + p = p).
+ * The FPU build's loop; the soft builds run sf_dot's kernel (dot_run). */
+#if !defined(SOFTFLOAT_ABI) && !defined(MLK_SOFT_DOT)
 static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
 {
     const int32_t n2 = (int32_t)l[2].n, dx = l[2].dx, dw = l[2].dw;
@@ -49,6 +46,132 @@ static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
 }
 #endif
 
+/* Runs of dot products.  dot_run(y, acc, x, i, w, j, l, run) is
+ *     y[o * run.out] = dot(acc, x + i + o * run.x, w + j + o * run.w, l)
+ * for o < run.count: a row of a linear layer's outputs, of a convolution's,
+ * in one kernel call (sf_dot_run), so the setup of a dot product is paid
+ * once per run.  Operands used by many dot products (a row of a linear
+ * layer's input, a convolution's input image, an attention query) are
+ * unpacked once in the soft builds, into buffers on the op's stack, and
+ * their runs take a few steps a term fewer:
+ *   dot_source(buf, x, n, uses)   x's n elements, each used `uses` times;
+ *   dot_floats(w)                 w as it is.
+ * A convolution's outputs with the same taps (the interior ones, a run
+ * along an edge) share them: conv_taps(buf, x, w, l, uses) unpacks the
+ * weights of loops l (each with the offset of its term's x, sf_tap), and
+ * taps_run(y, acc, x, i, taps, run) runs them in one flat loop, whatever
+ * the shape of the kernel's rows.  Operands of more than DOT_PAIRS elements
+ * (DOT_TAPS taps), or used fewer than DOT_REUSE times (unpacking costs more
+ * than it saves), stay floats; in the FPU build all of them do. */
+#define DOT_REUSE 4
+typedef struct {
+    const void *pairs; /* the elements unpacked (sf_pair), or 0: f */
+    const float *f;
+} dot_src;
+
+static inline dot_src dot_floats(const float *w)
+{
+    dot_src s = {0, w};
+    return s;
+}
+
+#if defined(SOFTFLOAT_ABI) || defined(MLK_SOFT_DOT)
+#define DOT_PAIRS 65536u /* 512 KiB of stack */
+#define DOT_TAPS 16384u  /* 192 KiB */
+#define DOT_BUFFER(name) sf_pair name[DOT_PAIRS]
+#define TAP_BUFFER(name) sf_tap name[DOT_TAPS]
+typedef sf_tap *sf_tap_buf;
+typedef struct {
+    const sf_tap *taps;
+    uint32_t n; /* 0: none, the outputs run dot_run */
+} dot_taps;
+
+static dot_src dot_source(sf_pair *buf, const float *x, uint32_t n, uint32_t uses)
+{
+    dot_src s = {0, x};
+    if (n <= DOT_PAIRS && uses >= DOT_REUSE) {
+        sf_unpack(buf, (const uint32_t *)x, n);
+        s.pairs = buf;
+    }
+    return s;
+}
+
+/* The taps of the dot products of a class of a convolution's outputs: the
+ * terms of loops l over x (strides: from the outputs' first x) and w (the
+ * floats), for taps_run; none (n = 0) if x is not unpacked, they do not
+ * fit or are used fewer than DOT_REUSE times. */
+static dot_taps conv_taps(sf_tap *buf, dot_src x, const float *w, const sf_loop l[3], uint32_t uses)
+{
+    dot_taps t = {buf, 0};
+    if (x.pairs && uses >= DOT_REUSE && l[2].n && l[0].n * l[1].n <= DOT_TAPS / l[2].n) {
+        sf_taps(buf, (const uint32_t *)w, l);
+        t.n = l[0].n * l[1].n * l[2].n;
+    }
+    return t;
+}
+
+/* y[o * run.out] = the dot product from acc over the taps t of x + i + o * run.x */
+static void taps_run(float *y, float acc, dot_src x, int32_t i, dot_taps t, sf_run run)
+{
+    sf_dot_taps_run((uint32_t *)y, f2u(acc), (const sf_pair *)x.pairs + i, t.taps, t.n, &run);
+}
+
+static void dot_run(float *y, float acc, dot_src x, int32_t i, dot_src w, int32_t j, const sf_loop l[3], sf_run run)
+{
+    uint32_t *out = (uint32_t *)y;
+    if (x.pairs)
+        sf_dot_pairs_run(out, f2u(acc), (const sf_pair *)x.pairs + i, (const uint32_t *)(w.f + j), l, &run);
+    else
+        sf_dot_run(out, f2u(acc), (const uint32_t *)(x.f + i), (const uint32_t *)(w.f + j), l, &run);
+}
+#else
+#define DOT_BUFFER(name) float *const name = 0
+#define TAP_BUFFER(name) float *const name = 0
+typedef float *sf_tap_buf;
+typedef struct {
+    uint32_t n;
+} dot_taps;
+
+static dot_taps conv_taps(float *buf, dot_src x, const float *w, const sf_loop l[3], uint32_t uses)
+{
+    dot_taps t = {0};
+    return t;
+}
+
+static void taps_run(float *y, float acc, dot_src x, int32_t i, dot_taps t, sf_run run) {}
+
+static dot_src dot_source(float *buf, const float *x, uint32_t n, uint32_t uses)
+{
+    return dot_floats(x);
+}
+
+static void dot_run(float *y, float acc, dot_src x, int32_t i, dot_src w, int32_t j, const sf_loop l[3], sf_run run)
+{
+    for (uint32_t o = 0; o < run.count; o++)
+        y[o * run.out] = dot(acc, x.f + i + (int32_t)o * run.x, w.f + j + (int32_t)o * run.w, l);
+}
+#endif
+
+/* A run of a convolution's outputs (from 0) with the taps of loops l (x from
+ * x + i, w from w) of their own: over taps (in buf) if the run is long
+ * enough, else by dot_run. */
+static void conv_run(float *y, dot_src x, int32_t i, const float *w, const sf_loop l[3], sf_run run, sf_tap_buf buf)
+{
+    const dot_taps t = conv_taps(buf, x, w, l, run.count);
+    if (t.n)
+        taps_run(y, 0.0f, x, i, t, run);
+    else
+        dot_run(y, 0.0f, x, i, dot_floats(w), 0, l, run);
+}
+
+/* y[o] += b for the n outputs of a run, o steps apart (a bias after the dot
+ * products, as `acc += b`). */
+static void add_bias(float *y, float b, uint32_t n, int32_t step)
+{
+    for (; n; n--, y += step)
+        *y = *y + b;
+}
+
 /* ---- linear algebra ---------------------------------------------------- */
 
 /* y[m, n] = x[m, k] . w[n, k]^T (+ b[n]): w is in torch's nn.Linear layout,
@@ -56,14 +179,13 @@ static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
 void op_linear(const float *x, const float *w, const float *b, float *y, uint32_t m, uint32_t k, uint32_t n)
 {
     const sf_loop row[3] = {{1, 0, 0}, {1, 0, 0}, {k, 1, 1}};
-    for (uint32_t i = 0; i < m; i++, x += k) {
-        const float *wr = w;
-        for (uint32_t j = 0; j < n; j++, wr += k) {
-            float acc = dot(-0.0f, x, wr, row);
-            if (b)
-                acc += b[j];
-            *y++ = acc;
-        }
+    const sf_run outs = {n, 1, 0, (int32_t)k}; /* y[j] = x . w[j] */
+    DOT_BUFFER(buf);
+    for (uint32_t i = 0; i < m; i++, x += k, y += n) {
+        dot_run(y, -0.0f, dot_source(buf, x, k, n), 0, dot_floats(w), 0, row, outs);
+        if (b)
+            for (uint32_t j = 0; j < n; j++)
+                y[j] = y[j] + b[j];
     }
 }
 
@@ -74,14 +196,14 @@ void op_matmul(const float *a, const float *b, const float *bias, float *y, uint
 {
     /* a row of a times a column of b */
     const sf_loop rc[3] = {{1, 0, 0}, {1, 0, 0}, {k, 1, (int32_t)n}};
+    const sf_run outs = {n, 1, 0, 1};
+    DOT_BUFFER(buf);
     for (uint32_t bt = 0; bt < batch; bt++, b += b_step) {
-        for (uint32_t i = 0; i < m; i++, a += k) {
-            for (uint32_t j = 0; j < n; j++) {
-                float acc = dot(-0.0f, a, b + j, rc);
-                if (bias)
-                    acc += bias[j];
-                *y++ = acc;
-            }
+        for (uint32_t i = 0; i < m; i++, a += k, y += n) {
+            dot_run(y, -0.0f, dot_source(buf, a, k, n), 0, dot_floats(b), 0, rc, outs);
+            if (bias)
+                for (uint32_t j = 0; j < n; j++)
+                    y[j] = y[j] + bias[j];
         }
     }
 }
@@ -100,6 +222,17 @@ static int32_t tap_range(int32_t o, int32_t s, int32_t p, int32_t klen, int32_t 
     return i0;
 }
 
+/* How many outputs o < O have all klen taps inside the input (tap_range). */
+static int32_t inner_outputs(int32_t O, int32_t s, int32_t p, int32_t klen, int32_t len)
+{
+    int32_t n = 0, k0, k1;
+    for (int32_t o = 0; o < O; o++) {
+        tap_range(o, s, p, klen, len, &k0, &k1);
+        n += k0 == 0 && k1 == klen;
+    }
+    return n;
+}
+
 /* x[B, C, H, W], w[OC, C, KH, KW] -> y[B, OC, OH, OW]; a = stride_h,
  * stride_w, pad_h, pad_w.  y = sum over c, ky, kx (in that order) of
  * x[c, oy*sh - ph + ky, ox*sw - pw + kx] * w[oc, c, ky, kx], then + b. */
@@ -110,28 +243,44 @@ void op_conv2d(const float *x, const float *w, const float *b, float *y, const u
     const int32_t KH = (int32_t)ws[2], KW = (int32_t)ws[3];
     const int32_t OC = (int32_t)ys[1], OH = (int32_t)ys[2], OW = (int32_t)ys[3];
     const int32_t sh = a[0], sw = a[1], ph = a[2], pw = a[3];
+    const sf_loop all[3] = {{(uint32_t)C, H * W, KH * KW}, {(uint32_t)KH, W, KW}, {(uint32_t)KW, 1, 1}};
+    const uint32_t n_inner = (uint32_t)(inner_outputs(OH, sh, ph, KH, H) * inner_outputs(OW, sw, pw, KW, W));
+    const uint32_t x_uses = (uint32_t)(OC * KH * KW / (sh * sw)); /* about: each x meets KH KW / (sh sw) taps */
+    DOT_BUFFER(buf);
+    TAP_BUFFER(tbuf);
+    TAP_BUFFER(ebuf);
     for (uint32_t bi = 0; bi < xs[0]; bi++) {
-        const float *xb = x + bi * (uint32_t)(C * H * W);
+        const dot_src xb = dot_source(buf, x + bi * (uint32_t)(C * H * W), (uint32_t)(C * H * W), x_uses);
         for (int32_t oc = 0; oc < OC; oc++) {
-            const float *wo = w + (uint32_t)(oc * C * KH * KW);
+            const float *wc = w + (uint32_t)(oc * C * KH * KW);
+            const dot_taps inner = conv_taps(tbuf, xb, wc, all, n_inner); /* all taps */
             for (int32_t oy = 0; oy < OH; oy++) {
                 int32_t ky0, ky1;
                 int32_t iy0 = tap_range(oy, sh, ph, KH, H, &ky0, &ky1);
-                for (int32_t ox = 0; ox < OW; ox++) {
-                    int32_t kx0, kx1;
+                /* runs of outputs ox .. ox+n-1 with the same columns of taps */
+                for (int32_t ox = 0, n; ox < OW; ox += n, y += n) {
+                    int32_t kx0, kx1, k0, k1;
                     int32_t ix0 = tap_range(ox, sw, pw, KW, W, &kx0, &kx1);
-                    int32_t nkx = kx1 - kx0;
-                    float acc = 0.0f;
-                    if (nkx > 0 && ky1 > ky0) {
+                    for (n = 1; ox + n < OW; n++) {
+                        tap_range(ox + n, sw, pw, KW, W, &k0, &k1);
+                        if (k0 != kx0 || k1 != kx1)
+                            break;
+                    }
+                    const sf_run run = {(uint32_t)n, 1, sw, 0};
+                    if (inner.n && ky0 == 0 && ky1 == KH && kx0 == 0 && kx1 == KW) {
+                        taps_run(y, 0.0f, xb, iy0 * W + ix0, inner, run);
+                    } else if (kx1 > kx0 && ky1 > ky0) {
                         /* channels, kernel rows ky0 .. ky1-1, columns kx0 .. kx1-1 */
                         const sf_loop taps[3] = {{(uint32_t)C, H * W, KH * KW},
                                                  {(uint32_t)(ky1 - ky0), W, KW},
-                                                 {(uint32_t)nkx, 1, 1}};
-                        acc = dot(acc, xb + (iy0 + ky0) * W + ix0 + kx0, wo + ky0 * KW + kx0, taps);
+                                                 {(uint32_t)(kx1 - kx0), 1, 1}};
+                        conv_run(y, xb, (iy0 + ky0) * W + ix0 + kx0, wc + ky0 * KW + kx0, taps, run, ebuf);
+                    } else {
+                        for (int32_t o = 0; o < n; o++)
+                            y[o] = 0.0f;
                     }
                     if (b)
-                        acc += b[oc];
-                    *y++ = acc;
+                        add_bias(y, b[oc], (uint32_t)n, 1);
                 }
             }
         }
@@ -160,6 +309,17 @@ static int32_t tconv_taps(int32_t o, int32_t s, int32_t p, int32_t klen, int32_t
     return n;
 }
 
+/* How many outputs o = r, r + s, ... below O have the taps k, k + s, ...
+ * (n of them) of their phase, none cut off by the input's edges. */
+static int32_t tconv_inner(int32_t r, int32_t O, int32_t s, int32_t p, int32_t klen, int32_t len, int32_t k,
+                           int32_t n)
+{
+    int32_t count = 0, k0, i0;
+    for (int32_t o = r; o < O; o += s)
+        count += tconv_taps(o, s, p, klen, len, &k0, &i0) == n && k0 == k;
+    return count;
+}
+
 /* x[B, C, H, W], w[C, OC, KH, KW] (torch layout) -> y[B, OC', OH, OW];
  * a = stride_h, stride_w, pad_h, pad_w, out_pad_h, out_pad_w.  Written as a
  * gather (each output sums its taps, c outer) so outputs are written once.
@@ -171,28 +331,59 @@ void op_conv_transpose2d(const float *x, const float *w, const float *b, float *
     const int32_t KH = (int32_t)ws[2], KW = (int32_t)ws[3];
     const int32_t OC = (int32_t)ys[1], OH = (int32_t)ys[2], OW = (int32_t)ys[3];
     const int32_t sh = a[0], sw = a[1], ph = a[2], pw = a[3];
+    const uint32_t x_uses = (uint32_t)(OC * KH * KW / (sh * sw)); /* about: each x meets KH KW / (sh sw) taps */
+    DOT_BUFFER(buf);
+    TAP_BUFFER(tbuf);
+    TAP_BUFFER(ebuf);
     for (uint32_t bi = 0; bi < xs[0]; bi++) {
-        const float *xb = x + bi * (uint32_t)(C * H * W);
+        const dot_src xb = dot_source(buf, x + bi * (uint32_t)(C * H * W), (uint32_t)(C * H * W), x_uses);
         for (int32_t oc = 0; oc < OC; oc++) {
-            for (int32_t oy = 0; oy < OH; oy++) {
-                int32_t ky0, iy0;
-                int32_t nky = tconv_taps(oy, sh, ph, KH, H, &ky0, &iy0);
-                for (int32_t ox = 0; ox < OW; ox++) {
-                    int32_t kx0, ix0;
-                    int32_t nkx = tconv_taps(ox, sw, pw, KW, W, &kx0, &ix0);
-                    float acc = 0.0f;
-                    if (nkx > 0 && nky > 0) {
-                        /* channels; taps (ky0 + j*sh, kx0 + k*sw) meet input (iy0 - j, ix0 - k) */
-                        const sf_loop taps[3] = {{(uint32_t)C, H * W, (int32_t)ws[1] * KH * KW},
-                                                 {(uint32_t)nky, -W, sh * KW},
-                                                 {(uint32_t)nkx, -1, sw}};
-                        acc = dot(acc, xb + iy0 * W + ix0, w + oc * KH * KW + ky0 * KW + kx0, taps);
+            const float *wc = w + oc * KH * KW;
+            /* the outputs one phase of the stride at a time (oy = ry, ry + sh,
+             * ...; ox = rx, rx + sw, ...): the interior ones share their taps
+             * (kernel rows ky0, ky0 + sh, ..., columns kx0, kx0 + sw, ...) */
+            for (int32_t ry = 0; ry < sh && ry < OH; ry++)
+                for (int32_t rx = 0; rx < sw && rx < OW; rx++) {
+                    const int32_t cy = (ry + ph) % sh, cx = (rx + pw) % sw;
+                    const sf_loop phase[3] = {{(uint32_t)C, H * W, (int32_t)ws[1] * KH * KW},
+                                              {(uint32_t)(cy < KH ? (KH - 1 - cy) / sh + 1 : 0), -W, sh * KW},
+                                              {(uint32_t)(cx < KW ? (KW - 1 - cx) / sw + 1 : 0), -1, sw}};
+                    const int32_t uses = tconv_inner(ry, OH, sh, ph, KH, H, cy, (int32_t)phase[1].n) *
+                                         tconv_inner(rx, OW, sw, pw, KW, W, cx, (int32_t)phase[2].n);
+                    const dot_taps inner = conv_taps(tbuf, xb, wc + cy * KW + cx, phase, (uint32_t)uses);
+                    for (int32_t oy = ry; oy < OH; oy += sh) {
+                        int32_t ky0, iy0;
+                        int32_t nky = tconv_taps(oy, sh, ph, KH, H, &ky0, &iy0);
+                        float *yr = y + oy * OW;
+                        /* runs of outputs ox, ox + sw, ... with the same taps: their
+                         * inputs step by 1 */
+                        for (int32_t ox = rx, n; ox < OW; ox += n * sw) {
+                            int32_t kx0, ix0, k0, i0;
+                            int32_t nkx = tconv_taps(ox, sw, pw, KW, W, &kx0, &ix0);
+                            for (n = 1; ox + n * sw < OW; n++)
+                                if (tconv_taps(ox + n * sw, sw, pw, KW, W, &k0, &i0) != nkx || k0 != kx0 ||
+                                    i0 != ix0 + n)
+                                    break;
+                            const sf_run run = {(uint32_t)n, sw, 1, 0};
+                            if (inner.n && ky0 == cy && nky == (int32_t)phase[1].n && kx0 == cx &&
+                                nkx == (int32_t)phase[2].n) {
+                                taps_run(yr + ox, 0.0f, xb, iy0 * W + ix0, inner, run);
+                            } else if (nkx > 0 && nky > 0) {
+                                /* channels; taps (ky0 + j*sh, kx0 + k*sw) meet input (iy0 - j, ix0 - k) */
+                                const sf_loop taps[3] = {{(uint32_t)C, H * W, (int32_t)ws[1] * KH * KW},
+                                                         {(uint32_t)nky, -W, sh * KW},
+                                                         {(uint32_t)nkx, -1, sw}};
+                                conv_run(yr + ox, xb, iy0 * W + ix0, wc + ky0 * KW + kx0, taps, run, ebuf);
+                            } else {
+                                for (int32_t o = 0; o < n; o++)
+                                    yr[ox + o * sw] = 0.0f;
+                            }
+                            if (b)
+                                add_bias(yr + ox, b[oc], (uint32_t)n, sw);
+                        }
                     }
-                    if (b)
-                        acc += b[oc];
-                    *y++ = acc;
                 }
-            }
+            y += OH * OW;
         }
     }
 }
@@ -462,6 +653,7 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
 {
     const uint32_t d = c / n_head;
     const float sq = f_sqrt((float)d);
+    DOT_BUFFER(buf);
 
     for (uint32_t i = 0; i < t; i++) {
         mlk_memcpy(kcache + (pos + i) * c, qkv + i * 3u * c + c, c * 4u);
@@ -470,19 +662,22 @@ void op_attention(const float *qkv, float *y, float *kcache, float *vcache, floa
     for (uint32_t i = 0; i < t; i++) {
         const uint32_t len = pos + i + 1; /* positions this query sees */
         for (uint32_t h = 0; h < n_head; h++) {
-            const float *q = qkv + i * 3u * c + h * d;
+            const dot_src q = dot_source(buf, qkv + i * 3u * c + h * d, d, len);
             const float *kp = kcache + h * d;
             const sf_loop qk[3] = {{1, 0, 0}, {1, 0, 0}, {d, 1, 1}};
+            const sf_run keys = {len, 1, 0, (int32_t)c};
+            dot_run(scores, -0.0f, q, 0, dot_floats(kp), 0, qk, keys);
             for (uint32_t j = 0; j < len; j++)
-                scores[j] = dot(-0.0f, q, kp + j * c, qk) / sq;
+                scores[j] = scores[j] / sq;
             op_softmax(scores, scores, 1, len); /* in place: each element is read before it is written */
             /* y_h = sum_j w_j v_j: element e is w . (column e of v), summed
              * over j in order */
+            const dot_src wts = dot_source(buf, scores, len, d);
             float *yh = y + i * c + h * d;
             const float *vp = vcache + h * d;
             const sf_loop wv[3] = {{1, 0, 0}, {1, 0, 0}, {len, 1, (int32_t)c}};
-            for (uint32_t e = 0; e < d; e++)
-                yh[e] = dot(-0.0f, scores, vp + e, wv);
+            const sf_run cols = {d, 1, 0, 1};
+            dot_run(yh, -0.0f, wts, 0, dot_floats(vp), 0, wv, cols);
         }
     }
 }
@@ -907,18 +1102,19 @@ int op_softmax_xent_grad(const float *x, const int32_t *labels, float *dx, uint3
 void op_linear_grad_x(const float *dy, const float *w, float *dx, uint32_t m, uint32_t k, uint32_t n)
 {
     const sf_loop rc[3] = {{1, 0, 0}, {1, 0, 0}, {n, 1, (int32_t)k}};
-    for (uint32_t i = 0; i < m; i++, dy += n)
-        for (uint32_t j = 0; j < k; j++)
-            *dx++ = dot(-0.0f, dy, w + j, rc);
+    const sf_run cols = {k, 1, 0, 1};
+    DOT_BUFFER(buf);
+    for (uint32_t i = 0; i < m; i++, dy += n, dx += k)
+        dot_run(dx, -0.0f, dot_source(buf, dy, n, k), 0, dot_floats(w), 0, rc, cols);
 }
 
 /* dw[n, k] = dy[m, n]^T @ x[m, k]: column i of dy times column j of x */
 void op_linear_grad_w(const float *dy, const float *x, float *dw, uint32_t m, uint32_t k, uint32_t n)
 {
     const sf_loop cc[3] = {{1, 0, 0}, {1, 0, 0}, {m, (int32_t)n, (int32_t)k}};
-    for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = 0; j < k; j++)
-            *dw++ = dot(-0.0f, dy + i, x + j, cc);
+    const sf_run cols = {k, 1, 0, 1};
+    for (uint32_t i = 0; i < n; i++, dw += k)
+        dot_run(dw, -0.0f, dot_floats(dy), (int32_t)i, dot_floats(x), 0, cc, cols);
 }
 
 /* db[n] = sum over the m rows of dy */
@@ -962,12 +1158,11 @@ void op_matmul_grad_a(const float *dy, const float *b, float *da, uint32_t batch
                       uint32_t k, uint32_t n)
 {
     const sf_loop rr[3] = {{1, 0, 0}, {1, 0, 0}, {n, 1, 1}};
+    const sf_run rows = {k, 1, 0, (int32_t)n};
+    DOT_BUFFER(buf);
     for (uint32_t bt = 0; bt < batch; bt++, b += b_step)
-        for (uint32_t i = 0; i < m; i++, dy += n) {
-            const float *br = b;
-            for (uint32_t j = 0; j < k; j++, br += n)
-                *da++ = dot(-0.0f, dy, br, rr);
-        }
+        for (uint32_t i = 0; i < m; i++, dy += n, da += k)
+            dot_run(da, -0.0f, dot_source(buf, dy, n, k), 0, dot_floats(b), 0, rr, rows);
 }
 
 /* db[bt, k, n] = a[bt, m, k]^T @ dy[bt, m, n] (its second operand's
@@ -976,10 +1171,10 @@ void op_matmul_grad_b(const float *dy, const float *a, float *db, uint32_t batch
                       uint32_t n)
 {
     const sf_loop cc[3] = {{1, 0, 0}, {1, 0, 0}, {m, (int32_t)k, (int32_t)n}};
+    const sf_run cols = {n, 1, 0, 1};
     for (uint32_t bt = 0; bt < batch; bt++, a += m * k, dy += m * n)
-        for (uint32_t i = 0; i < k; i++)
-            for (uint32_t j = 0; j < n; j++)
-                *db++ = dot(-0.0f, a + i, dy + j, cc);
+        for (uint32_t i = 0; i < k; i++, db += n)
+            dot_run(db, -0.0f, dot_floats(a), (int32_t)i, dot_floats(dy), 0, cc, cols);
 }
 
 /* dx = dy * gelu'(x) for op_gelu's function, written as sf_gelu writes it:

@@ -678,12 +678,15 @@ uint32_t sf_to_u32(uint32_t a)
 /*
  * sf_dot computes, term by term, acc = sf_add(acc, sf_mul(x, w)): the same
  * two roundings per term, the same bits.  It is the hot loop of every
- * model, so its common path is short (about 40 MIPS instructions a term):
+ * model, so its common path is short: 42 MIPS instructions a term from
+ * floats, 35 with x unpacked (sf_dot_pairs), 31 over taps (x and w
+ * unpacked, sf_dot_taps_run).
  *
- * The accumulator stays unpacked between terms, in three registers: its
- * sign `as` (bit 31), a significand A and an exponent ae, the value
+ * The accumulator stays unpacked between terms, in two registers: a
+ * significand A and a word aw holding its sign (bit 31) and its exponent ae
+ * (the bits below, plus DOT_OFF so that they stay positive), the value
  *
- *     acc = (-1)^as * A * 2^(ae - DOT_BIAS),
+ *     acc = (-1)^sign * A * 2^(ae - DOT_BIAS),
  *
  * A in [2^30, 2^31] with its low 7 bits 0: 24 significant bits with the
  * leading 1 at bit 30 (A = 2^31 is a sum that rounded up to the next power
@@ -693,51 +696,108 @@ uint32_t sf_to_u32(uint32_t a)
  * fit (2^127 or more, infinite) leaves the fast loop: the rest of the dot
  * product is done by sf_add and sf_mul (dot_slow); a NaN ends it.
  *
- * A term whose operands are both in [2^-63, 2^65) (checked with two adds
- * and an and) has a normal product.  With the two significands at the top
- * of two words, the high word hi of their product (one multu) has its
- * leading 1 at bit 30 or 31; rounded at bit 7 (or 8) it is P, a significand
- * at A's place with P in [2^30, 2^31), and its exponent pe.  The rounding:
- * add half an ulp, clear the bits below; only if those bits were exactly
- * half an ulp (a tie, or just above one through the bits below hi: the low
- * word) does the code look further, ties to even.
+ * x's elements come as floats (sf_dot) or unpacked (sf_dot_pairs: an op
+ * that uses each x many times unpacks it once with sf_unpack): a pair of
+ * sig, the significand with its hidden bit at bit 31, and ew, the sign and
+ * exponent word as aw's; w's as floats or unpacked too (taps).  A term
+ * whose operands are both in [2^-63, 2^65) (the window) has a normal
+ * product, of exponent pe: its word pw (the sign in bit 31, or x's sign
+ * when w is a float; pe + DOT_OFF) is one add of ew and w's exponent.  The
+ * high word hi of the significands' product (one multu) has its leading 1
+ * at bit 30 or 31; rounded at bit 7 (or 8) it is P, a significand at A's
+ * place with P in [2^30, 2^31).  The rounding: add half an ulp, clear the
+ * bits below; only if those bits were exactly half an ulp (a tie, or just
+ * above one through the bits below hi: the low word) does the code look
+ * further, ties to even.
  *
- * The sum: the operand with the smaller exponent is shifted right by the
- * difference d (up to 31; beyond that it is below 2^-7 ulp of the other,
- * and the other is the rounded sum).  Shifts of up to 7 lose no bits (the
- * low 7 bits are 0).  Bits lost by a larger shift matter only when what is
- * left is exactly a tie, and after a cancellation that moves the leading
- * 1: both are looked at there (rare).  Then add or subtract and round as
- * the product (at bit 8 after a carry; after a cancellation, normalised
- * first).  Results outside [2^-126, 2^127) go the general way: the term is
- * done by sf_add(acc, sf_mul(x, w)) out of line (dot_general), as are
- * operands outside the window; zero operands (ReLU outputs, image borders)
- * add a signed zero inline.
+ * The sum: d = aw - pw has the exponent difference in its low bits and, in
+ * bit 31 (xor a float w's sign), whether the signs differ.  The operand with the
+ * smaller exponent is shifted right by the difference (up to 31; beyond
+ * that it is below 2^-7 ulp of the other, and the other is the rounded
+ * sum).  Shifts of up to 7 lose no bits (the low 7 bits are 0).  Bits lost
+ * by a larger shift matter only when what is left is exactly a tie, and
+ * after a cancellation that moves the leading 1: both are looked at there
+ * (rare).  Then add or subtract and round as the product (at bit 8 after a
+ * carry; after a cancellation, normalised first).  Results outside
+ * [2^-126, 2^127) go the general way: the term is done by
+ * sf_add(acc, sf_mul(x, w)) out of line (dot_general), as are operands
+ * outside the window (an unpacked one has ew = DOT_OUT: its products look
+ * too large); zero x operands (ReLU outputs, image borders) add a signed
+ * zero inline.
  */
 #define DOT_BIAS 412                /* ae = float exponent + 255 */
 #define DOT_MIN_EXP 256             /* the smallest normal exponent */
 #define DOT_MAX_EXP (253 + 255)     /* the largest exponent kept: below 2^127 */
 #define DOT_ZERO_EXP (-(1 << 20))   /* a zero accumulator */
+#define DOT_OFF 0x10000000          /* added to the exponents of aw, ew, pw */
 #define DOT_LOW7 0x7Fu              /* the bits below a significand at A's place */
 #define DOT_SIG (~DOT_LOW7)
 
+/* The exponent of a sign and exponent word, and the word of a sign (bit
+ * 31) and an exponent. */
+static ALWAYS_INLINE int32_t dot_exp(uint32_t w) { return (int32_t)(w & ~SF_SIGN_BIT) - DOT_OFF; }
+static ALWAYS_INLINE uint32_t dot_word(uint32_t sign, int32_t e) { return sign | (uint32_t)(e + DOT_OFF); }
+
+/*
+ * Unpacked operands.  An x operand (sf_unpack) in the window is its
+ * significand sig and ew = sign | (field + 64 + DOT_OFF), a zero is sig = 0
+ * and ew = its sign, anything else is the float itself in sig and
+ * ew = sign | (DOT_OFF + DOT_OUT).  A w operand (of a tap, sf_taps) is the
+ * same without DOT_OFF, so that the product's word is ew(x) + ew(w), its
+ * sign bit the xor of theirs, but a zero w has ew = sign | DOT_ZERO_W: its
+ * products (sig 0) land far below any accumulator, which they leave as it
+ * is, as they should (acc + (+-0) = acc, and +0 + (+-0) = +0; the add
+ * carries into bit 31, which is not looked at for a product that small).
+ */
+#define DOT_OUT (1 << 24)          /* added to ew outside the window: products look too large */
+#define DOT_ZERO_W 0x7FC00000u     /* ew of a zero w: -2^22 as far as the exponents go */
+
+static ALWAYS_INLINE sf_pair dot_operand(uint32_t a, const uint32_t off, const uint32_t zero_ew)
+{
+    uint32_t ta = (a << 1) + 0x40000000u, sign = a & SF_SIGN_BIT;
+    sf_pair p;
+    if ((int32_t)ta < 0) {                                  /* exponent field 64..191: the window */
+        p.sig = (a << 8) | SF_SIGN_BIT;
+        p.ew = sign | ((ta >> 24) + off);                   /* field + 64 */
+    } else if ((a << 1) == 0) {                             /* +-0 */
+        p.sig = 0;
+        p.ew = sign | zero_ew;
+    } else {                                                /* the general way: the float itself */
+        p.sig = a;
+        p.ew = sign | (off + DOT_OUT);
+    }
+    return p;
+}
+
+static ALWAYS_INLINE uint32_t dot_operand_float(sf_pair p, const uint32_t off)
+{
+    uint32_t e = p.ew & ~SF_SIGN_BIT;
+    if (e == off + DOT_OUT) return p.sig;
+    if (p.sig == 0) return p.ew;                            /* an x's +-0 (a tap's: dot_tap_w) */
+    return (p.ew & SF_SIGN_BIT) | ((e - off - 64) << 23) | ((p.sig << 1) >> 9);
+}
+
+void sf_unpack(sf_pair *dst, const uint32_t *x, uint32_t n)
+{
+    for (; n; n--) *dst++ = dot_operand(*x++, DOT_OFF, 0);
+}
+
 /* The accumulator state of a float; 0 if it does not fit (>= 2^127, inf,
  * NaN). */
-static ALWAYS_INLINE int dot_unpack(uint32_t f, uint32_t *as, int32_t *ae, uint32_t *A)
+static ALWAYS_INLINE int dot_unpack(uint32_t f, uint32_t *aw, uint32_t *A)
 {
-    uint32_t e = (f >> 23) & 0xFF, m = f & 0x007FFFFFu;
-    *as = f & SF_SIGN_BIT;
+    uint32_t e = (f >> 23) & 0xFF, m = f & 0x007FFFFFu, sign = f & SF_SIGN_BIT;
     if (e - 1 < 253) {                                      /* normal: the hidden bit */
         *A = (m | 0x00800000u) << 7;
-        *ae = (int32_t)e + 255;
+        *aw = dot_word(sign, (int32_t)e + 255);
     } else if (e == 0) {
         if (m == 0) {
             *A = 0;
-            *ae = DOT_ZERO_EXP;
+            *aw = dot_word(sign, DOT_ZERO_EXP);
         } else {                                            /* subnormal: m * 2^-149 */
             int32_t n = clz32(m) - 1;
             *A = m << n;
-            *ae = 263 - n;
+            *aw = dot_word(sign, 263 - n);
         }
     } else {
         return 0;
@@ -746,12 +806,14 @@ static ALWAYS_INLINE int dot_unpack(uint32_t f, uint32_t *as, int32_t *ae, uint3
 }
 
 /* The float of an accumulator state (exact: it holds a float's value). */
-static ALWAYS_INLINE uint32_t dot_pack(uint32_t as, int32_t ae, uint32_t A)
+static ALWAYS_INLINE uint32_t dot_pack(uint32_t aw, uint32_t A)
 {
-    if (A == 0) return as;
+    uint32_t sign = aw & SF_SIGN_BIT;
+    int32_t ae = dot_exp(aw);
+    if (A == 0) return sign;
     if (ae >= DOT_MIN_EXP)                                  /* the leading 1 carries */
-        return as | ((((uint32_t)ae - DOT_MIN_EXP) << 23) + (A >> 7));
-    return as | (A >> (263 - ae));                          /* subnormal */
+        return sign | ((((uint32_t)ae - DOT_MIN_EXP) << 23) + (A >> 7));
+    return sign | (A >> (263 - ae));                        /* subnormal */
 }
 
 /*
@@ -768,27 +830,30 @@ static ALWAYS_INLINE uint32_t dot_pack(uint32_t as, int32_t ae, uint32_t A)
 /* The rounded product of a term whose rounding looked like a tie: the low
  * word of the significands' product (and, for a product rounded at bit 8,
  * bit 0 of the high word) say whether it was one. */
-static COLD uint32_t dot_product_tie(uint32_t t, uint32_t a, uint32_t b, uint32_t hi, uint32_t at8)
+static COLD uint32_t dot_product_tie(uint32_t t, uint32_t sa, uint32_t sb, uint32_t hi, uint32_t at8)
 {
-    uint32_t lo = ((a << 8) | SF_SIGN_BIT) * ((b << 8) | SF_SIGN_BIT);
+    uint32_t lo = sa * sb;
     return lo != 0 || (at8 && (hi & 1)) ? t & DOT_SIG : DOT_EVEN(t);
 }
 
 /*
- * (*as, *ae, *A) = big + small, rounded, where big (sign sbig, exponent
- * ebig, significand at A's place) is the operand with the larger exponent
- * and small's significand is shifted right by sh (0..31) to align it.  The
- * result's sign is sbig's unless a difference is negative (then sh = 0).
- * Returns 1 if the sum is not for the fast loop (out of range, or a
- * cancellation after losing bits): the caller does the term the general way.
+ * (*aw, *A) = big + small, rounded, where big (sign and exponent word wbig,
+ * significand at A's place) is the operand with the larger exponent and
+ * small's significand is shifted right by sh & 31 (sh's other bits are
+ * ignored, as srlv does) to align it; bit 31 of `differ` says whether their
+ * signs differ.  The result's sign is big's
+ * unless a difference is negative (then sh = 0).  Returns 1 if the sum is
+ * not for the fast loop (out of range, or a cancellation after losing
+ * bits): the caller does the term the general way.
  */
 static ALWAYS_INLINE int
-dot_sum(uint32_t big, int32_t ebig, uint32_t sbig, uint32_t small, uint32_t sh, uint32_t ssmall,
-        uint32_t *as, int32_t *ae, uint32_t *A)
+dot_sum(uint32_t big, uint32_t wbig, uint32_t small, uint32_t sh, uint32_t differ, uint32_t *aw, uint32_t *A)
 {
-    uint32_t q = small >> sh, s, t, low, r;
+    uint32_t q, s, t, low, r;
 
-    if ((int32_t)(sbig ^ ssmall) >= 0) {                    /* same signs: add */
+    sh &= 31;
+    q = small >> sh;
+    if ((int32_t)differ >= 0) {                             /* same signs: add */
         s = big + q;                                        /* < 2^32 */
         if (LIKELY((int32_t)s >= 0)) {                      /* leading 1 at bit 30 */
             t = s + 0x40;
@@ -800,7 +865,7 @@ dot_sum(uint32_t big, int32_t ebig, uint32_t sbig, uint32_t small, uint32_t sh, 
             low = t & DOT_LOW7;
             r = t - low;
             if (UNLIKELY(low == 0) && !(s & 1) && (sh < 8 || (q << sh) == small)) r = DOT_EVEN(t);
-            if (++ebig > DOT_MAX_EXP) return 1;
+            if (dot_exp(++wbig) > DOT_MAX_EXP) return 1;
         }
     } else {                                                /* different signs: subtract */
         s = big - q;
@@ -812,30 +877,30 @@ dot_sum(uint32_t big, int32_t ebig, uint32_t sbig, uint32_t small, uint32_t sh, 
             if (UNLIKELY(low == 0)) r = sh < 8 || (q << sh) == small ? DOT_EVEN(t) : t - 0x80;
         } else if ((int32_t)s >= 0x20000000) {              /* at bit 29: one place left */
             s <<= 1;
-            if (--ebig < DOT_MIN_EXP) return 1;
+            if (dot_exp(--wbig) < DOT_MIN_EXP) return 1;
             goto round_down_ties;                           /* (lost bits are below bit 1) */
         } else if (s == 0x80000000u) {                      /* 2^31 - (below 2^-7 ulp) */
             r = s;
         } else {                                            /* a cancellation: exact */
             int32_t n;
             if (s == 0) {                                   /* x - x = +0 */
-                *as = 0, *ae = DOT_ZERO_EXP, *A = 0;
+                *aw = dot_word(0, DOT_ZERO_EXP), *A = 0;
                 return 0;
             }
             if ((int32_t)s < 0) {                           /* sh = 0, small > big */
                 s = 0u - s;
-                sbig ^= SF_SIGN_BIT;
+                wbig ^= SF_SIGN_BIT;
             }
             n = clz32(s) - 1;
             s <<= n;
-            ebig -= n;
-            if (ebig < DOT_MIN_EXP) return 1;
+            wbig -= (uint32_t)n;
+            if (dot_exp(wbig) < DOT_MIN_EXP) return 1;
             t = s + 0x40;
             r = t & DOT_SIG;
             if ((t & DOT_LOW7) == 0) r = DOT_EVEN(t);
         }
     }
-    *as = sbig & SF_SIGN_BIT, *ae = ebig, *A = r;
+    *aw = wbig, *A = r;
     return 0;
 }
 
@@ -843,19 +908,26 @@ dot_sum(uint32_t big, int32_t ebig, uint32_t sbig, uint32_t small, uint32_t sh, 
  * row to the start of the next, from the end of a block of rows to the next
  * block. */
 typedef struct {
-    uint32_t n1, n2;
+    uint32_t n0, n1, n2;
     intptr_t dx, dw, dx_row, dw_row, dx_block, dw_block, row_bytes;
 } dot_loops;
+
+/* The x element at byte address xa, as a float (pairs: x is unpacked). */
+static ALWAYS_INLINE uint32_t dot_x(uintptr_t xa, int pairs)
+{
+    return pairs ? dot_operand_float(*(const sf_pair *)xa, DOT_OFF) : *(const uint32_t *)xa;
+}
+
 
 /* The rest of a dot product the plain way, from the term at (xa, wa) with k
  * terms left in its row, j rows left in its block (this one included) and
  * i blocks left (this one included). */
-static COLD uint32_t
-dot_slow(uint32_t acc, uintptr_t xa, uintptr_t wa, uint32_t k, uint32_t j, uint32_t i, const dot_loops *L)
+static COLD uint32_t dot_slow(uint32_t acc, uintptr_t xa, uintptr_t wa, uint32_t k, uint32_t j, uint32_t i,
+                              const dot_loops *L, int pairs)
 {
     for (;;) {
         for (; k; k--, xa += L->dx, wa += L->dw)
-            acc = sf_add(acc, sf_mul(*(const uint32_t *)xa, *(const uint32_t *)wa));
+            acc = sf_add(acc, sf_mul(dot_x(xa, pairs), *(const uint32_t *)wa));
         if (is_nan(acc)) return SF_QNAN;                    /* NaN + anything = NaN */
         xa += L->dx_row, wa += L->dw_row;
         if (--j == 0) {
@@ -873,13 +945,138 @@ static COLD uint32_t dot_general(uint32_t acc, uint32_t a, uint32_t b)
     return sf_add(acc, sf_mul(a, b));
 }
 
-uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3])
+/* acc + the product of the significands sa and sb (pw: the product's word;
+ * bit 31 of sgn xor pw's is its sign), on the fast path, into the state
+ * (*aw, *A).  Returns 1, the state untouched, if the term must go the
+ * general way. */
+static ALWAYS_INLINE int dot_add_product(uint32_t sa, uint32_t sb, uint32_t pw, uint32_t sgn, uint32_t *aw,
+                                         uint32_t *A)
 {
+    uint32_t hi = (uint32_t)(((uint64_t)sa * sb) >> 32), t = hi + 0x40, p, d;
+
+    if (LIKELY((int32_t)t >= 0)) {                          /* leading 1 at bit 30 */
+        uint32_t low = t & DOT_LOW7;
+        p = t - low;
+        if (UNLIKELY(low == 0)) p = dot_product_tie(t, sa, sb, hi, 0);
+    } else {                                                /* at bit 31 (or rounds up to it) */
+        uint32_t low;
+        t = (hi >> 1) + 0x40;
+        pw += 1;
+        low = t & DOT_LOW7;
+        p = t - low;
+        if (UNLIKELY(low == 0)) p = dot_product_tie(t, sa, sb, hi, 1);
+    }
+    d = *aw - pw;                                           /* bits 0..30: ae - pe, when >= 0 */
+    if (LIKELY((d & ~(SF_SIGN_BIT | 31)) == 0))             /* 0 <= ae - pe < 32: |acc| >= |p| / 2 */
+        return dot_sum(*A, *aw, p, d, d ^ sgn, aw, A);
+    if ((int32_t)(d << 1) < 0) {                            /* |acc| < |p| / 2, or 0 */
+        uint32_t wp = pw ^ (sgn & SF_SIGN_BIT), sh = ((pw - *aw) << 1) >> 1;
+        if (dot_exp(wp) > DOT_MAX_EXP) return 1;
+        if (sh < 32) return dot_sum(p, wp, *A, sh, wp ^ *aw, aw, A);
+        *aw = wp, *A = p;                                   /* acc below 2^-7 ulp of p */
+    }                                                       /* else p is below 2^-7 ulp of acc */
+    return 0;
+}
+
+/* acc + (+-0) (bit 31 of sgn: the zero's sign): acc, and +0 + -0 = +0. */
+static ALWAYS_INLINE void dot_add_zero(uint32_t sgn, uint32_t *aw, uint32_t A)
+{
+    if (A == 0) *aw &= sgn | ~SF_SIGN_BIT;
+}
+
+/* One dot product on the fast path: from the accumulator state (aw, A) at
+ * (xa, wa), the loops L, of floats (pairs = 0) or of x unpacked and w
+ * floats (pairs = 1). */
+static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa, uintptr_t wa,
+                                       const int pairs)
+{
+    const intptr_t dx = L->dx, dw = L->dw;
+    uintptr_t xend;
+    uint32_t j = L->n1, i = L->n0, acc;
+
+    for (;;) {
+        xend = xa + L->row_bytes;
+        do {
+            uint32_t sa, sb, pw, sgn;
+
+            /* the significands sa, sb; the product's word pw and sgn, whose
+             * bit 31 xor pw's is the product's sign */
+            if (!pairs) {
+                uint32_t a = *(const uint32_t *)xa, b = *(const uint32_t *)wa, ta, tb;
+                sgn = a ^ b;
+                if ((a << 1) == 0) {                        /* +-0 * w = +-0 */
+                    if ((b << 1) >= 0xFF000000u) goto general;  /* w is inf or NaN */
+                    goto zero;
+                }
+                ta = (a << 1) + 0x40000000u, tb = (b << 1) + 0x40000000u;
+                if ((int32_t)(ta & tb) >= 0) goto general;  /* field 64..191: the sign bit of field + 64 */
+                sa = (a << 8) | SF_SIGN_BIT, sb = (b << 8) | SF_SIGN_BIT;
+                pw = (ta >> 24) + (tb >> 24) + DOT_OFF;
+            } else {
+                const sf_pair *xp = (const sf_pair *)xa;
+                uint32_t b = *(const uint32_t *)wa, tb;
+                sa = xp->sig, sgn = b;
+                if (sa == 0) {
+                    sgn ^= xp->ew;
+                    if ((b << 1) >= 0xFF000000u) goto general;
+                    goto zero;
+                }
+                tb = (b << 1) + 0x40000000u;
+                if ((int32_t)tb >= 0) goto general;
+                sb = (b << 8) | SF_SIGN_BIT;
+                pw = xp->ew + (tb >> 24);
+            }
+            if (dot_add_product(sa, sb, pw, sgn, &aw, &A)) goto general;
+            if (0) {
+            zero:
+                dot_add_zero(sgn, &aw, A);
+            }
+        next:
+            xa += dx, wa += dw;
+        } while (xa != xend);
+        xa += L->dx_row, wa += L->dw_row;
+        if (--j == 0) {
+            if (--i == 0) return dot_pack(aw, A);
+            j = L->n1;
+            xa += L->dx_block, wa += L->dw_block;
+        }
+    }
+
+general:                                                    /* the term at (xa, wa), the plain way */
+    acc = dot_general(dot_pack(aw, A), dot_x(xa, pairs), *(const uint32_t *)wa);
+    if (dot_unpack(acc, &aw, &A)) goto next;
+    if (is_nan(acc)) return SF_QNAN;
+    xa += dx, wa += dw;
+    return dot_slow(acc, xa, wa, (uint32_t)((intptr_t)(xend - xa) / dx), j, i, L, pairs);
+}
+
+/* (one copy of the loop per kind of operands, each a function of its own:
+ * the run around it keeps its registers free) */
+static __attribute__((noinline)) uint32_t dot_fast0(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
+                                                   uintptr_t wa)
+{
+    return dot_fast(L, aw, A, xa, wa, 0);
+}
+
+static __attribute__((noinline)) uint32_t dot_fast1(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
+                                                   uintptr_t wa)
+{
+    return dot_fast(L, aw, A, xa, wa, 1);
+}
+
+
+/* A run of dot products (sf_run) of floats (pairs = 0) or of x unpacked and
+ * w floats (pairs = 1): each output starts from acc, with x and w stepped
+ * along by the run. */
+static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, uintptr_t wa, const sf_loop loop[3],
+                                     const sf_run *run, const int pairs)
+{
+    const intptr_t xsize = pairs ? (intptr_t)sizeof(sf_pair) : 4, wsize = 4;
     sf_loop l0 = loop[0], l1 = loop[1], l2 = loop[2];
     dot_loops L;
-    uintptr_t xa = (uintptr_t)x, wa = (uintptr_t)w, xend;
-    uint32_t as, A, a, b, j, i;
-    int32_t ae;
+    intptr_t x_step = xsize * run->x, w_step = wsize * run->w;
+    uint32_t aw0, A0, n;
+    int fast;
 
     /* A loop of one iteration is dropped and the loops outside it move in,
      * so that the inner loops are as long as can be (a transposed
@@ -887,14 +1084,15 @@ uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loo
     if (l2.n == 1) l2 = l1, l1.n = 1;
     if (l2.n == 1) l2 = l0, l0.n = 1;
     if (l1.n == 1) l1 = l0, l0.n = 1;
-    if (l0.n == 0 || l1.n == 0 || l2.n == 0) return acc;    /* no terms */
     /* A row ends when x's address reaches its end: x needs a stride.  A
-     * product is the same either way round, so x and w may swap. */
+     * product is the same either way round, so floats x and w may swap. */
     if (l2.n == 1) l2.dx = 1;                               /* one term: any stride */
-    if (l2.dx == 0 && l2.dw != 0) {
+    if (!pairs && l2.dx == 0 && l2.dw != 0) {
         uintptr_t t = xa;
+        intptr_t st = x_step;
         int32_t s;
         xa = wa, wa = t;
+        x_step = w_step, w_step = st;
         s = l0.dx, l0.dx = l0.dw, l0.dw = s;
         s = l1.dx, l1.dx = l1.dw, l1.dw = s;
         s = l2.dx, l2.dx = l2.dw, l2.dw = s;
@@ -903,78 +1101,130 @@ uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loo
      * end of a row to the start of the next one, and from the end of a
      * block of rows to the next block (the addresses may step outside the
      * arrays after their last use). */
-    L.n1 = l1.n, L.n2 = l2.n;
-    L.dx = 4 * (intptr_t)l2.dx, L.dw = 4 * (intptr_t)l2.dw;
-    L.dx_row = 4 * (intptr_t)l1.dx - (intptr_t)l2.n * L.dx;
-    L.dw_row = 4 * (intptr_t)l1.dw - (intptr_t)l2.n * L.dw;
-    L.dx_block = 4 * ((intptr_t)l0.dx - (intptr_t)l1.n * l1.dx);
-    L.dw_block = 4 * ((intptr_t)l0.dw - (intptr_t)l1.n * l1.dw);
+    L.n0 = l0.n, L.n1 = l1.n, L.n2 = l2.n;
+    L.dx = xsize * l2.dx, L.dw = wsize * l2.dw;
+    L.dx_row = xsize * l1.dx - (intptr_t)l2.n * L.dx;
+    L.dw_row = wsize * l1.dw - (intptr_t)l2.n * L.dw;
+    L.dx_block = xsize * ((intptr_t)l0.dx - (intptr_t)l1.n * l1.dx);
+    L.dw_block = wsize * ((intptr_t)l0.dw - (intptr_t)l1.n * l1.dw);
     L.row_bytes = (intptr_t)l2.n * L.dx;
-    j = l1.n, i = l0.n;
-    if (l2.dx == 0) return dot_slow(acc, xa, wa, l2.n, j, i, &L);   /* both strides 0 */
-    if (!dot_unpack(acc, &as, &ae, &A))
-        return is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, j, i, &L);
+    /* the fast loop needs terms, a stride of x and an acc in its range */
+    fast = l0.n && l1.n && l2.n && l2.dx && dot_unpack(acc, &aw0, &A0);
 
-    for (;;) {
-        xend = xa + L.row_bytes;
-        do {
-            uint32_t ta, tb, hi, t, p, ps;
-            int32_t pe, d;
-
-            a = *(const uint32_t *)xa, b = *(const uint32_t *)wa;
-            if ((a << 1) == 0) {                            /* +-0 * w = +-0 */
-                if ((b << 1) >= 0xFF000000u) goto general;  /* w is inf or NaN */
-                if (A == 0) as &= a ^ b;                    /* +0 + -0 = +0 */
-                goto next;
-            }
-            /* Exponent fields 64..191: the sign bit of field + 64 */
-            ta = (a << 1) + 0x40000000u, tb = (b << 1) + 0x40000000u;
-            if ((int32_t)(ta & tb) >= 0) goto general;
-            pe = (int32_t)(ta >> 24) + (int32_t)(tb >> 24);
-            hi = (uint32_t)(((uint64_t)((a << 8) | SF_SIGN_BIT) * ((b << 8) | SF_SIGN_BIT)) >> 32);
-            t = hi + 0x40;
-            if (LIKELY((int32_t)t >= 0)) {                  /* leading 1 at bit 30 */
-                uint32_t low = t & DOT_LOW7;
-                p = t - low;
-                if (UNLIKELY(low == 0)) p = dot_product_tie(t, a, b, hi, 0);
-            } else {                                        /* at bit 31 (or rounds up to it) */
-                uint32_t low;
-                t = (hi >> 1) + 0x40;
-                pe += 1;
-                low = t & DOT_LOW7;
-                p = t - low;
-                if (UNLIKELY(low == 0)) p = dot_product_tie(t, a, b, hi, 1);
-            }
-            ps = a ^ b;                                     /* the product's sign in bit 31 */
-            d = ae - pe;
-            if (LIKELY((uint32_t)d < 32)) {                 /* |acc| >= |p| / 2 */
-                if (dot_sum(A, ae, as, p, (uint32_t)d, ps, &as, &ae, &A)) goto general;
-            } else if (d < 0) {                             /* |acc| < |p| / 2, or 0 */
-                if (pe > DOT_MAX_EXP) goto general;
-                if ((uint32_t)-d >= 32) {                   /* acc below 2^-7 ulp of p */
-                    as = ps & SF_SIGN_BIT, ae = pe, A = p;
-                } else if (dot_sum(p, pe, ps, A, (uint32_t)-d, as, &as, &ae, &A)) {
-                    goto general;
-                }
-            }                                               /* else p is below 2^-7 ulp of acc */
-        next:
-            xa += L.dx, wa += L.dw;
-        } while (xa != xend);
-        xa += L.dx_row, wa += L.dw_row;
-        if (--j == 0) {
-            if (--i == 0) return dot_pack(as, ae, A);
-            j = L.n1;
-            xa += L.dx_block, wa += L.dw_block;
-        }
+    for (n = run->count; n; n--, out += run->out, xa += x_step, wa += w_step) {
+        if (fast)
+            *out = pairs ? dot_fast1(&L, aw0, A0, xa, wa) : dot_fast0(&L, aw0, A0, xa, wa);
+        else if (!(l0.n && l1.n && l2.n))
+            *out = acc;                                     /* no terms: acc, NaN payload and all */
+        else
+            *out = is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, l1.n, l0.n, &L, pairs);
     }
-
-general:                                                    /* the term (a, b), the plain way */
-    acc = dot_general(dot_pack(as, ae, A), a, b);
-    if (dot_unpack(acc, &as, &ae, &A)) goto next;
-    if (is_nan(acc)) return SF_QNAN;
-    xa += L.dx, wa += L.dw;
-    return dot_slow(acc, xa, wa, (uint32_t)((intptr_t)(xend - xa) / L.dx), j, i, &L);
 }
+
+/*
+ * Taps: the weights of a convolution's dot products for one class of its
+ * outputs (those with the same taps), unpacked (dot_operand without
+ * DOT_OFF), in the order of the terms, each with the offset of its x from the output's first x
+ * (sf_tap.x: bytes of unpacked x).  A dot product over taps is one flat
+ * loop, however short the rows of its taps are (a transposed convolution
+ * of stride 2 has rows of 1 or 2).
+ */
+void sf_taps(sf_tap *dst, const uint32_t *w, const sf_loop l[3])
+{
+    for (uint32_t i = 0; i < l[0].n; i++)
+        for (uint32_t j = 0; j < l[1].n; j++) {
+            const uint32_t *wr = w + (int32_t)i * l[0].dw + (int32_t)j * l[1].dw;
+            int32_t x = ((int32_t)i * l[0].dx + (int32_t)j * l[1].dx) * (int32_t)sizeof(sf_pair);
+            for (uint32_t k = 0; k < l[2].n; k++, dst++, wr += l[2].dw, x += l[2].dx * (int32_t)sizeof(sf_pair)) {
+                sf_pair p = dot_operand(*wr, 0, DOT_ZERO_W);
+                dst->sig = p.sig, dst->ew = p.ew, dst->x = x;
+            }
+        }
+}
+
+static ALWAYS_INLINE uint32_t dot_tap_x(uintptr_t xo, const sf_tap *w)
+{
+    return dot_operand_float(*(const sf_pair *)(xo + (intptr_t)w->x), DOT_OFF);
+}
+
+static ALWAYS_INLINE uint32_t dot_tap_w(const sf_tap *w)
+{
+    sf_pair p = {w->sig, w->ew};
+    return w->sig == 0 ? w->ew & SF_SIGN_BIT : dot_operand_float(p, 0);
+}
+
+/* The rest of a dot product over taps the plain way, from the tap w. */
+static COLD uint32_t dot_taps_slow(uint32_t acc, uintptr_t xo, const sf_tap *w, const sf_tap *wend)
+{
+    for (; w != wend && !is_nan(acc); w++)
+        acc = sf_add(acc, sf_mul(dot_tap_x(xo, w), dot_tap_w(w)));
+    return is_nan(acc) ? SF_QNAN : acc;
+}
+
+static __attribute__((noinline)) uint32_t dot_fast_taps(uint32_t aw, uint32_t A, uintptr_t xo, const sf_tap *w,
+                                                       const sf_tap *wend)
+{
+    for (; w != wend; w++) {
+        const sf_pair *xp = (const sf_pair *)(xo + (intptr_t)w->x);
+        uint32_t acc;
+        if (xp->sig == 0) {                                 /* +-0 * w: unless w is inf or NaN */
+            if (!((w->ew & DOT_OUT) && (w->sig << 1) >= 0xFF000000u)) {
+                dot_add_zero(xp->ew ^ w->ew, &aw, A);
+                continue;
+            }
+        } else if (!dot_add_product(xp->sig, w->sig, xp->ew + w->ew, 0, &aw, &A)) {
+            continue;
+        }
+        acc = dot_general(dot_pack(aw, A), dot_tap_x(xo, w), dot_tap_w(w));    /* the plain way */
+        if (!dot_unpack(acc, &aw, &A)) return dot_taps_slow(acc, xo, w + 1, wend);
+    }
+    return dot_pack(aw, A);
+}
+
+void sf_dot_taps_run(uint32_t *out, uint32_t acc, const sf_pair *x, const sf_tap *w, uint32_t n, const sf_run *run)
+{
+    uintptr_t xo = (uintptr_t)x;
+    const intptr_t x_step = (intptr_t)sizeof(sf_pair) * run->x;
+    uint32_t aw0, A0, o;
+    /* (from -0, a zero w's product must make +0: that is the plain way's) */
+    const int fast = acc != SF_NEG_ZERO && dot_unpack(acc, &aw0, &A0);
+
+    for (o = run->count; o; o--, out += run->out, xo += x_step) {
+        if (fast) *out = dot_fast_taps(aw0, A0, xo, w, w + n);
+        else if (n == 0) *out = acc;                        /* no terms: acc, NaN payload and all */
+        else *out = is_nan(acc) ? SF_QNAN : dot_taps_slow(acc, xo, w, w + n);
+    }
+}
+
+void sf_dot_run(uint32_t *out, uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3],
+                const sf_run *run)
+{
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 0);
+}
+
+void sf_dot_pairs_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3],
+                      const sf_run *run)
+{
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 1);
+}
+
+
+static const sf_run dot_one = {1, 0, 0, 0};
+
+uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3])
+{
+    uint32_t r;
+    sf_dot_run(&r, acc, x, w, loop, &dot_one);
+    return r;
+}
+
+uint32_t sf_dot_pairs(uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3])
+{
+    uint32_t r;
+    sf_dot_pairs_run(&r, acc, x, w, loop, &dot_one);
+    return r;
+}
+
 
 uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b)
 {

@@ -106,6 +106,53 @@ typedef struct {
 } sf_loop;
 
 uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3]);
+
+/*
+ * The same dot product with x unpacked: an op that uses each element of x
+ * in many dot products unpacks it once (sf_unpack: the significand, and the
+ * sign and exponent as the kernel wants them, see softfloat.c) and saves a
+ * few instructions a term.  x's inner stride (loop[2].dx) should not be 0
+ * unless loop[2].n is 1 (such a loop runs the plain way).
+ */
+typedef struct {
+    uint32_t sig, ew;
+} sf_pair;
+
+void sf_unpack(sf_pair *dst, const uint32_t *x, uint32_t n);
+uint32_t sf_dot_pairs(uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3]);
+
+/*
+ * Runs of dot products of one shape: out[o * run->out] = the dot product
+ * from acc of x + o * run->x and w + o * run->w (strides in elements) for
+ * o < run->count, with the setup paid once (a linear layer's row, a row of
+ * a convolution's outputs).
+ */
+typedef struct {
+    uint32_t count;
+    int32_t out, x, w;
+} sf_run;
+
+void sf_dot_run(uint32_t *out, uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3],
+                const sf_run *run);
+void sf_dot_pairs_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3],
+                      const sf_run *run);
+
+/*
+ * Taps: w unpacked (softfloat.c) with, in each, the offset of its x from
+ * the output's first x.  sf_taps(dst, w, loop) writes the taps of the terms
+ * of `loop` (its n0 n1 n2 taps, x's strides from the first x).  Then
+ * sf_dot_taps_run: out[o * run->out] = acc + the terms x[o * run->x +
+ * tap's x] * tap's w in the order of the n taps (run->w is not used).  A
+ * convolution's interior outputs share their taps; a dot product over them
+ * is one flat loop.
+ */
+typedef struct {
+    uint32_t sig, ew;
+    int32_t x; /* bytes of unpacked x */
+} sf_tap;
+
+void sf_taps(sf_tap *dst, const uint32_t *w, const sf_loop loop[3]);
+void sf_dot_taps_run(uint32_t *out, uint32_t acc, const sf_pair *x, const sf_tap *w, uint32_t n, const sf_run *run);
 uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b);  /* sf_add(acc, sf_mul(a, b)) */
 
 #ifdef SOFTFLOAT_ABI

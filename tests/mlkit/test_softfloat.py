@@ -17,12 +17,14 @@ Operand counts scale with the environment variable ROLLML_FUZZ_SCALE (default
 1: one million operand pairs per binary operation, a few seconds in total;
 ``make fuzz`` uses a larger scale).  All random generators use fixed seeds.
 
-The fused dot-product kernel (sf_dot, sf_mac: the hot loop of mlkit's models)
-is checked against the separate operations it replaces, acc = sf_add(acc,
-sf_mul(x, w)) term by term: single terms on special values and on millions of
-random triples aimed at its fast path's edges, random dot products of every
-loop shape in C (sf_dot_fuzz in the harness), hand-made sequences through
-overflow, cancellation, subnormals, infinities and NaNs, and hypothesis.
+The fused dot-product kernel (sf_dot, sf_mac: the hot loop of mlkit's models;
+sf_dot_pairs on x unpacked once, sf_dot_taps_run over a convolution's taps,
+and the runs of outputs of all three) is checked against the separate operations it replaces,
+acc = sf_add(acc, sf_mul(x, w)) term by term: single terms on special values
+and on millions of random triples aimed at its fast path's edges, random runs
+of dot products of every loop shape in C (sf_dot_fuzz in the harness),
+hand-made sequences through overflow, cancellation, subnormals, infinities and
+NaNs, and hypothesis.
 
 If the MIPS cross compiler (mips-linux-gnu-gcc) is installed, the freestanding
 soft-float MIPS build is checked too (no FPU instructions, no helper calls,
@@ -118,7 +120,16 @@ class SoftFloatLib:
         self.lib.sf_batch.restype = ctypes.c_int
         self.lib.sf_digest.argtypes = [ctypes.c_uint32, ctypes.c_uint32]
         self.lib.sf_digest.restype = ctypes.c_uint32
-        for name in ("sf_dot", "sf_dot_ref"):
+        self.lib.sf_unpack.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+        self.lib.sf_taps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.sf_dot_taps_run.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        self.lib.sf_dot_taps_run.argtypes += [ctypes.c_uint32, ctypes.c_void_p]
+        for name in ("sf_dot", "sf_dot_ref", "sf_dot_pairs"):
             fn = getattr(self.lib, name)
             fn.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
             fn.restype = ctypes.c_uint32
@@ -141,12 +152,33 @@ class SoftFloatLib:
         """Like batch() but takes and returns float32 arrays."""
         return self.batch(op, *[np.asarray(x, dtype=F32).view(U32) for x in xs]).view(F32)
 
-    def dot(self, acc: int, x, w, loops, base: int = 0, ref: bool = False) -> int:
-        """sf_dot (or sf_dot_ref) of bit-pattern arrays x, w from index `base` of
-        both; loops = ((n0, dx0, dw0), (n1, dx1, dw1), (n2, dx2, dw2))."""
+    def dot(self, acc: int, x, w, loops, base: int = 0, ref: bool = False, pairs: int = 0) -> int:
+        """sf_dot (or sf_dot_ref; pairs=1: sf_dot_pairs on x unpacked by sf_unpack; pairs=2: over the
+        taps of the loops, sf_taps and sf_dot_taps_run) of bit-pattern arrays x, w from index `base`
+        of both; loops = ((n0, dx0, dw0), (n1, dx1, dw1), (n2, dx2, dw2))."""
         xa = np.ascontiguousarray(np.asarray(x).view(U32))
         wa = np.ascontiguousarray(np.asarray(w).view(U32))
         spec = np.array(loops, dtype=np.int32).reshape(3, 3)  # sf_loop: uint32 n, int32 dx, dw
+        if pairs:
+            xp = np.zeros(2 * len(xa), dtype=U32)  # sf_pair: uint32 sig, ew
+            self.lib.sf_unpack(xp.ctypes.data, xa.ctypes.data, len(xa))
+            if pairs == 1:
+                return int(
+                    self.lib.sf_dot_pairs(
+                        acc, xp.ctypes.data + 8 * base, wa.ctypes.data + 4 * base, spec.ctypes.data
+                    )
+                )
+            n = int(np.prod([n for n, _, _ in loops]))
+            taps = np.zeros(3 * max(n, 1), dtype=U32)  # sf_tap: uint32 sig, ew; int32 x
+            self.lib.sf_taps(taps.ctypes.data, wa.ctypes.data + 4 * base, spec.ctypes.data)
+            out, run = (
+                np.zeros(1, dtype=U32),
+                np.array([1, 1, 0, 0], dtype=np.int32),
+            )  # sf_run: count, out, x, w
+            self.lib.sf_dot_taps_run(
+                out.ctypes.data, acc, xp.ctypes.data + 8 * base, taps.ctypes.data, n, run.ctypes.data
+            )
+            return int(out[0])
         fn = self.lib.sf_dot_ref if ref else self.lib.sf_dot
         return int(fn(acc, xa.ctypes.data + 4 * base, wa.ctypes.data + 4 * base, spec.ctypes.data))
 
@@ -1022,6 +1054,8 @@ def test_dot_sequences(sf, case):
     got = sf.dot(acc, x, w, loops)
     assert got == sf.dot(acc, x, w, loops, ref=True)
     assert got == ieee_dot(acc, x, w, loops)
+    assert sf.dot(acc, x, w, loops, pairs=1) == got, "sf_dot_pairs differs"
+    assert sf.dot(acc, x, w, loops, pairs=2) == got, "the taps differ"
 
 
 def test_dot_without_terms_returns_acc(sf):
@@ -1029,6 +1063,7 @@ def test_dot_without_terms_returns_acc(sf):
     for acc in (0x7F800001, 0xFFC00001, NEG, fbits(2.5)):  # even a NaN's payload is kept
         for loops in (((0, 1, 1), (3, 1, 1), (3, 1, 1)), ((2, 1, 1), (0, 1, 1), (2, 1, 1)), ROW(0)):
             assert sf.dot(acc, x, x, loops) == acc
+            assert sf.dot(acc, x, x, loops, pairs=1) == sf.dot(acc, x, x, loops, pairs=2) == acc
 
 
 dot_bits = st.one_of(
@@ -1058,6 +1093,8 @@ def test_hypothesis_dot(sf, acc, x, w, loops):
     xs, ws = np.array(x, dtype=U32), np.array(w, dtype=U32)
     got = sf.dot(acc, xs, ws, loops, base=REACH)
     assert got == sf.dot(acc, xs, ws, loops, base=REACH, ref=True), (hex(acc), loops)
+    for pairs in (1, 2):
+        assert got == sf.dot(acc, xs, ws, loops, base=REACH, pairs=pairs), (hex(acc), loops, pairs)
     if all(n for n, _, _ in loops):  # (with no terms, sf_dot returns acc itself, NaN payload and all)
         assert got == ieee_dot(acc, xs, ws, loops, base=REACH), (hex(acc), loops)
 
@@ -1089,11 +1126,15 @@ edge_dot_bits = st.builds(
     w=st.lists(edge_dot_bits | dot_bits, min_size=12, max_size=12),
 )
 def test_hypothesis_dot_edges(sf, acc, x, w):
-    """One row of terms at the kernel's edges: sf_dot is the plain loop, and IEEE float32."""
+    """One row of terms at the kernel's edges: sf_dot (and on unpacked operands) is the plain loop, and IEEE
+    float32."""
     xs, ws = np.array(x, dtype=U32), np.array(w[: len(x)], dtype=U32)
     loops = ROW(len(xs))
     got = sf.dot(acc, xs, ws, loops)
-    assert got == sf.dot(acc, xs, ws, loops, ref=True), (hex(acc), [hex(v) for v in x], [hex(v) for v in w])
+    case = (hex(acc), [hex(v) for v in x], [hex(v) for v in w])
+    assert got == sf.dot(acc, xs, ws, loops, ref=True), case
+    for pairs in (1, 2):
+        assert got == sf.dot(acc, xs, ws, loops, pairs=pairs), (*case, pairs)
     assert got == ieee_dot(acc, xs, ws, loops)
 
 

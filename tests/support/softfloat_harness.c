@@ -10,7 +10,8 @@
  *                hashes the result bits;
  *   sf_dot_ref() is sf_dot() written the plain way (sf_add of sf_mul, term
  *                by term), the reference the fused kernel must equal;
- *   sf_dot_fuzz() compares the two on many random dot products.
+ *   sf_dot_fuzz() compares the two (the runs of the kernel, on floats, on
+ *                x unpacked and over taps) on many random dot products.
  *
  * MIPS build (-DHARNESS_MIPS_MAIN, freestanding, -msoft-float): _start()
  * computes the same digest, but the basic operations are written with the
@@ -287,20 +288,29 @@ static uint32_t dot_value(uint32_t *s, uint32_t kind)
 }
 
 /*
- * n random dot products (random shapes up to 5 x 5 x 9, strides -9..9 in
- * every loop, values and start accumulator of a random kind), each one
- * compared with sf_dot_ref.  Returns the number that differ; the first
- * one's index goes to *first (or n if none).
+ * n random runs of dot products (random shapes up to 5 x 5 x 9, strides
+ * -9..9 in every loop, values and start accumulator of a random kind; runs
+ * of 1 to 4 outputs, x and w stepped by -3..3 per output), each output by
+ * sf_dot_run and sf_dot_pairs_run (x unpacked) compared with sf_dot_ref;
+ * and by sf_dot_taps_run (x unpacked, w as the taps of the loops: w does
+ * not step) compared with sf_dot_ref of the unstepped w.  Returns the number
+ * of runs that differ; the first one's index goes to *first (or n if
+ * none).
  */
-#define FUZZ_REACH 144              /* 4*9 + 4*9 + 8*9: the farthest term */
+#define FUZZ_RUN 4
+#define FUZZ_REACH 153              /* 4*9 + 4*9 + 8*9 + 3*3: the farthest term */
 uint32_t sf_dot_fuzz(uint32_t seed, uint32_t n, uint32_t *first)
 {
     uint32_t xbuf[2 * FUZZ_REACH + 1], wbuf[2 * FUZZ_REACH + 1];
-    uint32_t s = seed ? seed : 1, bad = 0, it, i, kind;
+    sf_pair xpairs[2 * FUZZ_REACH + 1];
+    sf_tap taps[5 * 5 * 9];
+    uint32_t out[3][2 * FUZZ_RUN];
+    uint32_t s = seed ? seed : 1, bad = 0, it, i, o, kind;
     *first = n;
     for (it = 0; it < n; it++) {
         sf_loop loop[3];
-        uint32_t acc;
+        sf_run run;
+        uint32_t acc, differ = 0;
         kind = xorshift32(&s) % DOT_KINDS;
         for (i = 0; i < 2 * FUZZ_REACH + 1; i++) {
             xbuf[i] = dot_value(&s, kind);
@@ -319,8 +329,23 @@ uint32_t sf_dot_fuzz(uint32_t seed, uint32_t n, uint32_t *first)
         case 1: acc = SF_POS_ZERO; break;                       /* a convolution's start */
         default: acc = dot_value(&s, 2); break;
         }
-        if (sf_dot(acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop) !=
-            sf_dot_ref(acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop)) {
+        run.count = 1 + xorshift32(&s) % FUZZ_RUN;
+        run.out = 1 + (int32_t)(xorshift32(&s) & 1);
+        run.x = (int32_t)(xorshift32(&s) % 7) - 3;
+        run.w = (int32_t)(xorshift32(&s) % 7) - 3;
+        sf_unpack(xpairs, xbuf, 2 * FUZZ_REACH + 1);
+        sf_taps(taps, wbuf + FUZZ_REACH, loop);
+        sf_dot_run(out[0], acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop, &run);
+        sf_dot_pairs_run(out[1], acc, xpairs + FUZZ_REACH, wbuf + FUZZ_REACH, loop, &run);
+        sf_dot_taps_run(out[2], acc, xpairs + FUZZ_REACH, taps, loop[0].n * loop[1].n * loop[2].n, &run);
+        for (o = 0; o < run.count; o++) {
+            int32_t dx = (int32_t)o * run.x, dw = (int32_t)o * run.w;
+            uint32_t want = sf_dot_ref(acc, xbuf + FUZZ_REACH + dx, wbuf + FUZZ_REACH + dw, loop);
+            differ |= out[0][o * (uint32_t)run.out] != want || out[1][o * (uint32_t)run.out] != want;
+            want = sf_dot_ref(acc, xbuf + FUZZ_REACH + dx, wbuf + FUZZ_REACH, loop);
+            differ |= out[2][o * (uint32_t)run.out] != want;
+        }
+        if (differ) {
             if (bad == 0) *first = it;
             bad++;
         }
