@@ -22,20 +22,27 @@ per MAC, how many times fewer steps than the fp32 model; and on all 450 test dig
 fp32, mlkit fp32, mlkit int8 and onnxruntime on the same QDQ file, with how far mlkit int8 is from
 onnxruntime (outputs more than one quantization step apart: must be none; argmax disagreements).
 
-Measured on the development machine (steps are deterministic; "kernel" is sf_dot's share of the steps,
-from a block profile of the VM run):
+Measured on the development machine (steps are deterministic; "kernel" is the dot-product kernel's share
+of the steps (sf_dot's functions and sf_unpack), from a block profile of the VM run):
 
 | fp32 | MACs | VM steps before | after | steps/MAC before | after | kernel before | after |
 |---|---:|---:|---:|---:|---:|---:|---:|
-| mnist-mlp | 15.9K | 0.894M | 0.615M | 56.3 | 38.7 | 49.9 | 34.9 |
-| lenet | 407K | 23.4M | 18.2M | 57.5 | 44.8 | 53.5 | 40.7 |
-| gpt2-tiny (8-token prompt, 16 new) | 2.34M | 168M | 135M | 72.1 | 57.6 | 62.6 | 48.1 |
-| dcgan32 | 52.0M | 3.39G | 2.55G | 65.2 | 49.0 | | |
+| mnist-mlp | 15.9K | 0.894M | 0.573M | 56.3 | 36.1 | 49.9 | 32.3 |
+| lenet | 407K | 23.4M | 15.5M | 57.5 | 38.1 | 53.5 | 34.1 |
+| gpt2-tiny (8-token prompt, 16 new) | 2.34M | 168M | 125M | 72.1 | 53.5 | 62.6 | 44.1 |
+| dcgan32 | 52.0M | 3.39G | 2.03G | 65.2 | 39.1 | | |
+
+(the kernel's common path: 42 instructions a term on floats, 35 with x unpacked once per op, 31 over a
+convolution's taps (weights unpacked with the offset of their x: one flat loop, however short the kernel's
+rows); a run of outputs pays the setup once. GPT-2 tiny stays above 40: its dot products are short (32
+terms in attention, and one row of a linear layer per token), and its layernorms, softmax and gelu take 9
+steps per MAC outside the kernel. dcgan128, not in the default set: 1.84G steps, 43.9 per MAC, was 2.30G and
+54.9.)
 
 | int8 (per tensor / channel) | VM steps | steps/MAC | vs fp32 | accuracy: torch, fp32, int8, onnxruntime |
 |---|---:|---:|---:|---|
-| mnist-mlp | 129K | 8.1 | 4.8x fewer | 96.00%, 96.00%, 95.56% / 95.78%, 95.56% / 95.78% |
-| lenet | 2.90M | 7.1 | 6.3x fewer | 98.22%, 98.22%, 98.22%, 98.22% |
+| mnist-mlp | 129K | 8.1 | 4.4x fewer | 96.00%, 96.00%, 95.56% / 95.78%, 95.56% / 95.78% |
+| lenet | 2.90M | 7.1 | 5.3x fewer | 98.22%, 98.22%, 98.22%, 98.22% |
 
 (the MLP's int8 run is bounded by what does not shrink: hashing the 3 KB input payload, 58K steps, as in
 fp32; its multiply-adds take ~4 steps each)

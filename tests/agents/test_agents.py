@@ -1,5 +1,5 @@
 """The prover node and the challenger agent on a real chain (in-process py-evm, the deployed contracts), with
-the mnist-mlp reference model (0.62M VM steps): honest runs, dishonest provers and challengers (a wrong
+the mnist-mlp reference model (0.57M VM steps): honest runs, dishonest provers and challengers (a wrong
 output, a register or memory word flipped at a random step), restarts, and a watcher's timeout claim.
 
 Agents are driven by `rollml.world.play_until` (ticks; the clock moves only when everybody waits).

@@ -1,5 +1,5 @@
 """rollml.core.execution: the honest run of a request, the challenger's verification, and the traces honest
-and dishonest parties play (tampering for real inside the run), on the mnist-mlp reference model (0.62M
+and dishonest parties play (tampering for real inside the run), on the mnist-mlp reference model (0.57M
 steps).
 """
 

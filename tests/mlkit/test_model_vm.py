@@ -1,16 +1,16 @@
 """The reference models in the VM: the MIPS guest (mlkit/guest/mlkit.elf on the fast executor) produces
 byte for byte the output of the native build, and exits 0 on the true claim (spec section 9).
 
-Measured on the development machine (2 cores; the dot products run the integer kernel sf_dot, ~35-48
+Measured on the development machine (2 cores; the dot products run the integer kernel sf_dot, 32-44
 steps per multiply-add; bench/mlkit.py has the figures and the int8 ones):
 
 | model | VM steps | steps per multiply-add (whole run) |
 |---|---:|---:|
-| mnist-mlp | 0.62M | 38.7 |
-| lenet | 18.2M | 44.8 |
-| gpt2-tiny (8-token prompt, 16 new tokens) | 135M | 57.6 |
-| dcgan32 (trained weights) | 2.55G | 49.0 |
-| dcgan128 (trained, fewer channels) | 2.30G | 54.9 |
+| mnist-mlp | 0.57M | 36.1 |
+| lenet | 15.5M | 38.1 |
+| gpt2-tiny (8-token prompt, 16 new tokens) | 125M | 53.5 |
+| dcgan32 (trained weights) | 2.03G | 39.1 |
+| dcgan128 (trained, fewer channels) | 1.84G | 43.9 |
 | fortune-gpt (11-token prompt; it stops at its eos after 7 of the 24 new tokens asked) | its card | |
 """
 
