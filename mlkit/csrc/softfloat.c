@@ -1124,10 +1124,10 @@ static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, 
 /*
  * Taps: the weights of a convolution's dot products for one class of its
  * outputs (those with the same taps), unpacked (dot_operand without
- * DOT_OFF), in the order of the terms, each with the offset of its x from the output's first x
- * (sf_tap.x: bytes of unpacked x).  A dot product over taps is one flat
- * loop, however short the rows of its taps are (a transposed convolution
- * of stride 2 has rows of 1 or 2).
+ * DOT_OFF), in the order of the terms, each with the offset of its x from
+ * the output's first x (sf_tap.x: bytes of unpacked x).  A dot product over
+ * taps is one flat loop, however short the rows of its taps are (a
+ * transposed convolution of stride 2 has rows of 1 or 2).
  */
 void sf_taps(sf_tap *dst, const uint32_t *w, const sf_loop l[3])
 {
@@ -1161,6 +1161,8 @@ static COLD uint32_t dot_taps_slow(uint32_t acc, uintptr_t xo, const sf_tap *w, 
     return is_nan(acc) ? SF_QNAN : acc;
 }
 
+/* One dot product over the taps w .. wend-1 on the fast path, from the
+ * accumulator state (aw, A), x's first element at xo. */
 static __attribute__((noinline)) uint32_t dot_fast_taps(uint32_t aw, uint32_t A, uintptr_t xo, const sf_tap *w,
                                                        const sf_tap *wend)
 {
