@@ -65,7 +65,7 @@ static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
  * than it saves), stay floats; in the FPU build all of them do. */
 #define DOT_REUSE 4
 typedef struct {
-    const void *pairs; /* the elements unpacked (sf_pair), or 0: f */
+    const sf_pair *pairs; /* the elements unpacked, or 0: f */
     const float *f;
 } dot_src;
 
@@ -113,14 +113,14 @@ static dot_taps conv_taps(sf_tap *buf, dot_src x, const float *w, const sf_loop 
 /* y[o * run.out] = the dot product from acc over the taps t of x + i + o * run.x */
 static void taps_run(float *y, float acc, dot_src x, int32_t i, dot_taps t, sf_run run)
 {
-    sf_dot_taps_run((uint32_t *)y, f2u(acc), (const sf_pair *)x.pairs + i, t.taps, t.n, &run);
+    sf_dot_taps_run((uint32_t *)y, f2u(acc), x.pairs + i, t.taps, t.n, &run);
 }
 
 static void dot_run(float *y, float acc, dot_src x, int32_t i, dot_src w, int32_t j, const sf_loop l[3], sf_run run)
 {
     uint32_t *out = (uint32_t *)y;
     if (x.pairs)
-        sf_dot_pairs_run(out, f2u(acc), (const sf_pair *)x.pairs + i, (const uint32_t *)(w.f + j), l, &run);
+        sf_dot_pairs_run(out, f2u(acc), x.pairs + i, (const uint32_t *)(w.f + j), l, &run);
     else
         sf_dot_run(out, f2u(acc), (const uint32_t *)(x.f + i), (const uint32_t *)(w.f + j), l, &run);
 }
@@ -132,6 +132,7 @@ typedef struct {
     uint32_t n;
 } dot_taps;
 
+/* (no taps in this build: conv_taps gives none, so taps_run is never called) */
 static dot_taps conv_taps(float *buf, dot_src x, const float *w, const sf_loop l[3], uint32_t uses)
 {
     dot_taps t = {0};
