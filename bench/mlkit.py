@@ -5,7 +5,7 @@ native vs VM time, int8 accuracy next to fp32 and onnxruntime, and the peers' an
     python3 bench/mlkit.py --models mnist-mlp,lenet # a subset (fp32 and int8 rows of those)
     python3 bench/mlkit.py --int8                   # the int8 part only (MLP and LeNet, ~30 s)
     python3 bench/mlkit.py --no-int8 --models dcgan128   # the 128x128 generator (42M MACs)
-    python3 bench/mlkit.py --no-int8 --models gpt2  # GPT-2 124M, 8+8 tokens (the VM: 62.8G steps, ~2 min)
+    python3 bench/mlkit.py --no-int8 --models gpt2  # GPT-2 124M, 8+8 tokens (the VM: 61.1G steps, ~2 min)
     python3 bench/mlkit.py --json                   # one JSON object
 
 fp32, per reference model: native seconds (the host build, best of several runs), torch seconds (one thread;
@@ -28,16 +28,17 @@ of the steps (sf_dot's functions and sf_unpack), from a block profile of the VM 
 | fp32 | MACs | VM steps before | after | steps/MAC before | after | kernel before | after |
 |---|---:|---:|---:|---:|---:|---:|---:|
 | mnist-mlp | 15.9K | 0.894M | 0.573M | 56.3 | 36.1 | 49.9 | 32.3 |
-| lenet | 407K | 23.4M | 15.5M | 57.5 | 38.1 | 53.5 | 34.1 |
-| gpt2-tiny (8-token prompt, 16 new) | 2.34M | 168M | 125M | 72.1 | 53.5 | 62.6 | 44.1 |
-| dcgan32 | 52.0M | 3.39G | 2.03G | 65.2 | 39.1 | | |
+| lenet | 407K | 23.4M | 15.5M | 57.5 | 38.2 | 53.5 | 34.2 |
+| gpt2-tiny (8-token prompt, 16 new) | 2.34M | 168M | 122M | 72.1 | 52.3 | 62.6 | 42.9 |
+| dcgan32 | 52.0M | 3.39G | 2.02G | 65.2 | 38.8 | | |
 
-(the kernel's common path: 42 instructions a term on floats, 35 with x unpacked once per op, 31 over a
-convolution's taps (weights unpacked with the offset of their x: one flat loop, however short the kernel's
-rows); a run of outputs pays the setup once. GPT-2 tiny stays above 40: its dot products are short (32
-terms in attention, and one row of a linear layer per token), and its layernorms, softmax and gelu take 9
-steps per MAC outside the kernel. Not in the default set: GPT-2 124M (8+8 tokens) 62.8G steps, 40.6 per MAC,
-101 s in the VM; dcgan128 1.84G steps, 43.9 per MAC, was 2.30G and 54.9.)
+(the kernel's common path: 42 instructions a term on floats, 35 with x unpacked once per op (34 when x has
+few zeros, as after a GELU or a layer norm: no test for them), 31 over a convolution's taps (weights
+unpacked with the offset of their x: one flat loop, however short the kernel's rows); a run of outputs
+pays the setup once. GPT-2 tiny stays above 40: its dot products are short (32 terms in attention, and one
+row of a linear layer per token), and its layernorms, softmax and gelu take 9 steps per MAC outside the
+kernel. Not in the default set: GPT-2 124M (8+8 tokens) 61.1G steps, 39.5 per MAC, 95 s in the VM;
+dcgan128 1.78G steps, 42.4 per MAC, was 2.30G and 54.9.)
 
 | int8 (per tensor / channel) | VM steps | steps/MAC | vs fp32 | accuracy: torch, fp32, int8, onnxruntime |
 |---|---:|---:|---:|---|

@@ -14,8 +14,8 @@ A card has two parts:
   measured with another guest are replaced by the estimate (with a warning).
 
 Without a measured step count the card gives `vm_steps_estimate`, the multiply-adds times
-`STEPS_PER_MAC` (whole runs of the reference models measure 36-54 steps per multiply-add, the dot product
-kernel 32-44 of them, bench/mlkit.py). `rollml model info` prints the card with the
+`STEPS_PER_MAC` (whole runs of the reference models measure 36-52 steps per multiply-add, the dot product
+kernel 32-43 of them, bench/mlkit.py). `rollml model info` prints the card with the
 dispute cost class of `rollml.core.dispute.dispute_cost`.
 """
 

@@ -54,7 +54,8 @@ static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
  * layer's input, a convolution's input image, an attention query) are
  * unpacked once in the soft builds, into buffers on the op's stack, and
  * their runs take a few steps a term fewer:
- *   dot_source(buf, x, n, uses)   x's n elements, each used `uses` times;
+ *   dot_source(buf, x, n, uses)   x's n elements, each used `uses` times
+ *                                 (with few zeros: sf_dot_dense_run);
  *   dot_floats(w)                 w as it is.
  * A convolution's outputs with the same taps (the interior ones, a run
  * along an edge) share them: conv_taps(buf, x, w, l, uses) unpacks the
@@ -67,16 +68,17 @@ static float dot(float acc, const float *x, const float *w, const sf_loop l[3])
 typedef struct {
     const sf_pair *pairs; /* the elements unpacked, or 0: f */
     const float *f;
+    int dense;            /* pairs with few zeros (sf_dot_dense_run) */
 } dot_src;
 
 static inline dot_src dot_floats(const float *w)
 {
-    dot_src s = {0, w};
+    dot_src s = {0, w, 0};
     return s;
 }
 
 #if defined(SOFTFLOAT_ABI) || defined(MLK_SOFT_DOT)
-#define DOT_PAIRS 65536u /* 512 KiB of stack */
+#define DOT_PAIRS 262144u /* 2 MiB of stack */
 #define DOT_TAPS 16384u  /* 192 KiB */
 #define DOT_BUFFER(name) sf_pair name[DOT_PAIRS]
 #define TAP_BUFFER(name) sf_tap name[DOT_TAPS]
@@ -88,9 +90,9 @@ typedef struct {
 
 static dot_src dot_source(sf_pair *buf, const float *x, uint32_t n, uint32_t uses)
 {
-    dot_src s = {0, x};
+    dot_src s = {0, x, 0};
     if (n <= DOT_PAIRS && uses >= DOT_REUSE) {
-        sf_unpack(buf, (const uint32_t *)x, n);
+        s.dense = sf_unpack(buf, (const uint32_t *)x, n) * DOT_DENSE < n;
         s.pairs = buf;
     }
     return s;
@@ -119,7 +121,9 @@ static void taps_run(float *y, float acc, dot_src x, int32_t i, dot_taps t, sf_r
 static void dot_run(float *y, float acc, dot_src x, int32_t i, dot_src w, int32_t j, const sf_loop l[3], sf_run run)
 {
     uint32_t *out = (uint32_t *)y;
-    if (x.pairs)
+    if (x.dense)
+        sf_dot_dense_run(out, f2u(acc), x.pairs + i, (const uint32_t *)(w.f + j), l, &run);
+    else if (x.pairs)
         sf_dot_pairs_run(out, f2u(acc), x.pairs + i, (const uint32_t *)(w.f + j), l, &run);
     else
         sf_dot_run(out, f2u(acc), (const uint32_t *)(x.f + i), (const uint32_t *)(w.f + j), l, &run);

@@ -679,7 +679,8 @@ uint32_t sf_to_u32(uint32_t a)
  * sf_dot computes, term by term, acc = sf_add(acc, sf_mul(x, w)): the same
  * two roundings per term, the same bits.  It is the hot loop of every
  * model, so its common path is short: 42 MIPS instructions a term from
- * floats, 35 with x unpacked (sf_dot_pairs), 31 over taps (x and w
+ * floats, 35 with x unpacked (sf_dot_pairs_run; 34 with no zero test:
+ * sf_dot_dense_run), 31 over taps (x and w
  * unpacked, sf_dot_taps_run).
  *
  * The accumulator stays unpacked between terms, in two registers: a
@@ -696,7 +697,7 @@ uint32_t sf_to_u32(uint32_t a)
  * fit (2^127 or more, infinite) leaves the fast loop: the rest of the dot
  * product is done by sf_add and sf_mul (dot_slow); a NaN ends it.
  *
- * x's elements come as floats (sf_dot) or unpacked (sf_dot_pairs: an op
+ * x's elements come as floats (sf_dot) or unpacked (sf_dot_pairs_run: an op
  * that uses each x many times unpacks it once with sf_unpack): a pair of
  * sig, the significand with its hidden bit at bit 31, and ew, the sign and
  * exponent word as aw's; w's as floats or unpacked too (taps).  A term
@@ -723,7 +724,7 @@ uint32_t sf_to_u32(uint32_t a)
  * sf_add(acc, sf_mul(x, w)) out of line (dot_general), as are operands
  * outside the window (an unpacked one has ew = DOT_OUT: its products look
  * too large); zero x operands (ReLU outputs, image borders) add a signed
- * zero inline.
+ * zero inline, or with no test for them (sf_dot_dense_run) nothing.
  */
 #define DOT_BIAS 412                /* ae = float exponent + 255 */
 #define DOT_MIN_EXP 256             /* the smallest normal exponent */
@@ -744,10 +745,18 @@ static ALWAYS_INLINE uint32_t dot_word(uint32_t sign, int32_t e) { return sign |
  * and ew = its sign, anything else is the float itself in sig and
  * ew = sign | (DOT_OFF + DOT_OUT).  A w operand (of a tap, sf_taps) is the
  * same without DOT_OFF, so that the product's word is ew(x) + ew(w), its
- * sign bit the xor of theirs, but a zero w has ew = sign | DOT_ZERO_W: its
- * products (sig 0) land far below any accumulator, which they leave as it
- * is, as they should (acc + (+-0) = acc, and +0 + (+-0) = +0; the add
- * carries into bit 31, which is not looked at for a product that small).
+ * sign bit the xor of theirs, but a zero w has ew = sign | DOT_ZERO_W.
+ *
+ * The products of a zero (sig 0) land far below any accumulator, which
+ * they leave as it is, as they should (acc + (+-0) = acc, and +0 + (+-0) =
+ * +0; the add may carry into bit 31, which is not looked at for a product
+ * that small): aw - pw is between 2^21 and 2^29 for every accumulator and
+ * every other operand in the window.  So a loop need not test for zeros
+ * (the taps' do not test w; dot_fast's test x where zeros are common).
+ * But -0 + (+0) is +0: from an accumulator at -0 such a product leaves -0
+ * where +0 should be, and the dot product comes out -0 where it should be
+ * +0: the taps start from -0 the plain way, and sf_dot_dense_run does a -0
+ * result again the plain way.
  */
 #define DOT_OUT (1 << 24)          /* added to ew outside the window: products look too large */
 #define DOT_ZERO_W 0x7FC00000u     /* ew of a zero w: -2^22 as far as the exponents go */
@@ -777,9 +786,14 @@ static ALWAYS_INLINE uint32_t dot_operand_float(sf_pair p, const uint32_t off)
     return (p.ew & SF_SIGN_BIT) | ((e - off - 64) << 23) | ((p.sig << 1) >> 9);
 }
 
-void sf_unpack(sf_pair *dst, const uint32_t *x, uint32_t n)
+uint32_t sf_unpack(sf_pair *dst, const uint32_t *x, uint32_t n)
 {
-    for (; n; n--) *dst++ = dot_operand(*x++, DOT_OFF, 0);
+    uint32_t zeros = 0;
+    for (; n; n--, dst++) {
+        *dst = dot_operand(*x++, DOT_OFF, 0);
+        zeros += dst->sig == 0;
+    }
+    return zeros;
 }
 
 /* The accumulator state of a float; 0 if it does not fit (>= 2^127, inf,
@@ -986,7 +1000,18 @@ static ALWAYS_INLINE void dot_add_zero(uint32_t sgn, uint32_t *aw, uint32_t A)
 
 /* One dot product on the fast path: from the accumulator state (aw, A) at
  * (xa, wa), the loops L, of floats (pairs = 0) or of x unpacked and w
- * floats (pairs = 1). */
+ * floats (pairs = 1; 2: x has few zeros, so the loop does not test for
+ * them).
+ *
+ * A zero x costs the test (one instruction) in every term, and saves the
+ * ~25 instructions of a product when it is zero: worth it for ReLU outputs
+ * and images, not for an x with no zeros (after a GELU, a layer norm, in
+ * attention).  Without the test, a zero x (sig 0, ew its sign) is a product
+ * like any other (0), far below any accumulator, so it leaves the
+ * accumulator as it is: right, except for an accumulator at -0 meeting a
+ * +0 product (see DOT_ZERO_W).  A zero x times a w outside the window
+ * (inf: NaN) takes the general way before the product.
+ */
 static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa, uintptr_t wa,
                                        const int pairs)
 {
@@ -1016,7 +1041,7 @@ static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t
                 const sf_pair *xp = (const sf_pair *)xa;
                 uint32_t b = *(const uint32_t *)wa, tb;
                 sa = xp->sig, sgn = b;
-                if (sa == 0) {
+                if (pairs == 1 && sa == 0) {
                     sgn ^= xp->ew;
                     if ((b << 1) >= 0xFF000000u) goto general;
                     goto zero;
@@ -1064,10 +1089,16 @@ static __attribute__((noinline)) uint32_t dot_fast1(const dot_loops *L, uint32_t
     return dot_fast(L, aw, A, xa, wa, 1);
 }
 
+static __attribute__((noinline)) uint32_t dot_fast2(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
+                                                   uintptr_t wa)
+{
+    return dot_fast(L, aw, A, xa, wa, 2);
+}
+
 
 /* A run of dot products (sf_run) of floats (pairs = 0) or of x unpacked and
- * w floats (pairs = 1): each output starts from acc, with x and w stepped
- * along by the run. */
+ * w floats (pairs = 1, 2: see dot_fast): each output starts from acc, with
+ * x and w stepped along by the run. */
 static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, uintptr_t wa, const sf_loop loop[3],
                                      const sf_run *run, const int pairs)
 {
@@ -1112,9 +1143,12 @@ static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, 
     fast = l0.n && l1.n && l2.n && l2.dx && dot_unpack(acc, &aw0, &A0);
 
     for (n = run->count; n; n--, out += run->out, xa += x_step, wa += w_step) {
-        if (fast)
-            *out = pairs ? dot_fast1(&L, aw0, A0, xa, wa) : dot_fast0(&L, aw0, A0, xa, wa);
-        else if (!(l0.n && l1.n && l2.n))
+        if (fast) {
+            *out = pairs == 2 ? dot_fast2(&L, aw0, A0, xa, wa)
+                 : pairs ? dot_fast1(&L, aw0, A0, xa, wa) : dot_fast0(&L, aw0, A0, xa, wa);
+            if (pairs != 2 || *out != SF_NEG_ZERO) continue;    /* (a -0 of dot_fast2: see DOT_ZERO_W) */
+        }
+        if (!(l0.n && l1.n && l2.n))
             *out = acc;                                     /* no terms: acc, NaN payload and all */
         else
             *out = is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, l1.n, l0.n, &L, pairs);
@@ -1210,6 +1244,12 @@ void sf_dot_pairs_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint3
     dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 1);
 }
 
+void sf_dot_dense_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3],
+                      const sf_run *run)
+{
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 2);
+}
+
 
 static const sf_run dot_one = {1, 0, 0, 0};
 
@@ -1220,12 +1260,6 @@ uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loo
     return r;
 }
 
-uint32_t sf_dot_pairs(uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3])
-{
-    uint32_t r;
-    sf_dot_pairs_run(&r, acc, x, w, loop, &dot_one);
-    return r;
-}
 
 
 uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b)

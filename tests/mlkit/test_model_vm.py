@@ -1,16 +1,16 @@
 """The reference models in the VM: the MIPS guest (mlkit/guest/mlkit.elf on the fast executor) produces
 byte for byte the output of the native build, and exits 0 on the true claim (spec section 9).
 
-Measured on the development machine (2 cores; the dot products run the integer kernel sf_dot, 32-44
+Measured on the development machine (2 cores; the dot products run the integer kernel sf_dot, 32-43
 steps per multiply-add; bench/mlkit.py has the figures and the int8 ones):
 
 | model | VM steps | steps per multiply-add (whole run) |
 |---|---:|---:|
 | mnist-mlp | 0.57M | 36.1 |
-| lenet | 15.5M | 38.1 |
-| gpt2-tiny (8-token prompt, 16 new tokens) | 125M | 53.5 |
-| dcgan32 (trained weights) | 2.03G | 39.1 |
-| dcgan128 (trained, fewer channels) | 1.84G | 43.9 |
+| lenet | 15.5M | 38.2 |
+| gpt2-tiny (8-token prompt, 16 new tokens) | 122M | 52.3 |
+| dcgan32 (trained weights) | 2.02G | 38.8 |
+| dcgan128 (trained, fewer channels) | 1.78G | 42.4 |
 | fortune-gpt (11-token prompt; it stops at its eos after 7 of the 24 new tokens asked) | its card | |
 """
 

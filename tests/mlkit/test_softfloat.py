@@ -18,8 +18,8 @@ Operand counts scale with the environment variable ROLLML_FUZZ_SCALE (default
 ``make fuzz`` uses a larger scale).  All random generators use fixed seeds.
 
 The fused dot-product kernel (sf_dot, sf_mac: the hot loop of mlkit's models;
-sf_dot_pairs on x unpacked once, sf_dot_taps_run over a convolution's taps,
-and the runs of outputs of all three) is checked against the separate operations it replaces,
+sf_dot_pairs_run and sf_dot_dense_run on x unpacked once, sf_dot_taps_run over
+a convolution's taps, all as runs of outputs) is checked against the separate operations it replaces,
 acc = sf_add(acc, sf_mul(x, w)) term by term: single terms on special values
 and on millions of random triples aimed at its fast path's edges, random runs
 of dot products of every loop shape in C (sf_dot_fuzz in the harness),
@@ -129,7 +129,9 @@ class SoftFloatLib:
             ctypes.c_void_p,
         ]
         self.lib.sf_dot_taps_run.argtypes += [ctypes.c_uint32, ctypes.c_void_p]
-        for name in ("sf_dot", "sf_dot_ref", "sf_dot_pairs"):
+        for name in ("sf_dot_pairs_run", "sf_dot_dense_run"):
+            getattr(self.lib, name).argtypes = [ctypes.c_void_p, ctypes.c_uint32] + [ctypes.c_void_p] * 4
+        for name in ("sf_dot", "sf_dot_ref"):
             fn = getattr(self.lib, name)
             fn.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
             fn.restype = ctypes.c_uint32
@@ -152,35 +154,34 @@ class SoftFloatLib:
         """Like batch() but takes and returns float32 arrays."""
         return self.batch(op, *[np.asarray(x, dtype=F32).view(U32) for x in xs]).view(F32)
 
-    def dot(self, acc: int, x, w, loops, base: int = 0, ref: bool = False, pairs: int = 0) -> int:
-        """sf_dot (or sf_dot_ref; pairs=1: sf_dot_pairs on x unpacked by sf_unpack; pairs=2: over the
-        taps of the loops, sf_taps and sf_dot_taps_run) of bit-pattern arrays x, w from index `base`
-        of both; loops = ((n0, dx0, dw0), (n1, dx1, dw1), (n2, dx2, dw2))."""
+    def dot(self, acc: int, x, w, loops, base: int = 0, ref: bool = False, form: str = "floats") -> int:
+        """sf_dot (or sf_dot_ref) of bit-pattern arrays x, w from index `base` of both, loops = ((n0, dx0,
+        dw0), (n1, dx1, dw1), (n2, dx2, dw2)); or the same dot product in another form of the kernel: x
+        unpacked by sf_unpack ("pairs": sf_dot_pairs_run, "dense": sf_dot_dense_run), or over the taps of
+        the loops ("taps": sf_taps and sf_dot_taps_run), each as a run of one output."""
         xa = np.ascontiguousarray(np.asarray(x).view(U32))
         wa = np.ascontiguousarray(np.asarray(w).view(U32))
         spec = np.array(loops, dtype=np.int32).reshape(3, 3)  # sf_loop: uint32 n, int32 dx, dw
-        if pairs:
-            xp = np.zeros(2 * len(xa), dtype=U32)  # sf_pair: uint32 sig, ew
-            self.lib.sf_unpack(xp.ctypes.data, xa.ctypes.data, len(xa))
-            if pairs == 1:
-                return int(
-                    self.lib.sf_dot_pairs(
-                        acc, xp.ctypes.data + 8 * base, wa.ctypes.data + 4 * base, spec.ctypes.data
-                    )
-                )
+        if form == "floats":
+            fn = self.lib.sf_dot_ref if ref else self.lib.sf_dot
+            return int(fn(acc, xa.ctypes.data + 4 * base, wa.ctypes.data + 4 * base, spec.ctypes.data))
+        xp = np.zeros(2 * len(xa), dtype=U32)  # sf_pair: uint32 sig, ew
+        self.lib.sf_unpack(xp.ctypes.data, xa.ctypes.data, len(xa))
+        out = np.zeros(1, dtype=U32)
+        run = np.array([1, 1, 0, 0], dtype=np.int32)  # sf_run: count, out, x, w
+        x_at, w_at = xp.ctypes.data + 8 * base, wa.ctypes.data + 4 * base
+        if form == "taps":
             n = int(np.prod([n for n, _, _ in loops]))
             taps = np.zeros(3 * max(n, 1), dtype=U32)  # sf_tap: uint32 sig, ew; int32 x
-            self.lib.sf_taps(taps.ctypes.data, wa.ctypes.data + 4 * base, spec.ctypes.data)
-            out, run = (
-                np.zeros(1, dtype=U32),
-                np.array([1, 1, 0, 0], dtype=np.int32),
-            )  # sf_run: count, out, x, w
-            self.lib.sf_dot_taps_run(
-                out.ctypes.data, acc, xp.ctypes.data + 8 * base, taps.ctypes.data, n, run.ctypes.data
-            )
-            return int(out[0])
-        fn = self.lib.sf_dot_ref if ref else self.lib.sf_dot
-        return int(fn(acc, xa.ctypes.data + 4 * base, wa.ctypes.data + 4 * base, spec.ctypes.data))
+            self.lib.sf_taps(taps.ctypes.data, w_at, spec.ctypes.data)
+            self.lib.sf_dot_taps_run(out.ctypes.data, acc, x_at, taps.ctypes.data, n, run.ctypes.data)
+        else:
+            fn = {"pairs": self.lib.sf_dot_pairs_run, "dense": self.lib.sf_dot_dense_run}[form]
+            fn(out.ctypes.data, acc, x_at, w_at, spec.ctypes.data, run.ctypes.data)
+        return int(out[0])
+
+
+UNPACKED_FORMS = ("pairs", "dense", "taps")
 
 
 @pytest.fixture(scope="session")
@@ -1054,8 +1055,8 @@ def test_dot_sequences(sf, case):
     got = sf.dot(acc, x, w, loops)
     assert got == sf.dot(acc, x, w, loops, ref=True)
     assert got == ieee_dot(acc, x, w, loops)
-    assert sf.dot(acc, x, w, loops, pairs=1) == got, "sf_dot_pairs differs"
-    assert sf.dot(acc, x, w, loops, pairs=2) == got, "the taps differ"
+    for form in UNPACKED_FORMS:
+        assert sf.dot(acc, x, w, loops, form=form) == got, form
 
 
 def test_dot_without_terms_returns_acc(sf):
@@ -1063,7 +1064,8 @@ def test_dot_without_terms_returns_acc(sf):
     for acc in (0x7F800001, 0xFFC00001, NEG, fbits(2.5)):  # even a NaN's payload is kept
         for loops in (((0, 1, 1), (3, 1, 1), (3, 1, 1)), ((2, 1, 1), (0, 1, 1), (2, 1, 1)), ROW(0)):
             assert sf.dot(acc, x, x, loops) == acc
-            assert sf.dot(acc, x, x, loops, pairs=1) == sf.dot(acc, x, x, loops, pairs=2) == acc
+            for form in UNPACKED_FORMS:
+                assert sf.dot(acc, x, x, loops, form=form) == acc, form
 
 
 dot_bits = st.one_of(
@@ -1093,8 +1095,8 @@ def test_hypothesis_dot(sf, acc, x, w, loops):
     xs, ws = np.array(x, dtype=U32), np.array(w, dtype=U32)
     got = sf.dot(acc, xs, ws, loops, base=REACH)
     assert got == sf.dot(acc, xs, ws, loops, base=REACH, ref=True), (hex(acc), loops)
-    for pairs in (1, 2):
-        assert got == sf.dot(acc, xs, ws, loops, base=REACH, pairs=pairs), (hex(acc), loops, pairs)
+    for form in UNPACKED_FORMS:
+        assert got == sf.dot(acc, xs, ws, loops, base=REACH, form=form), (hex(acc), loops, form)
     if all(n for n, _, _ in loops):  # (with no terms, sf_dot returns acc itself, NaN payload and all)
         assert got == ieee_dot(acc, xs, ws, loops, base=REACH), (hex(acc), loops)
 
@@ -1133,8 +1135,8 @@ def test_hypothesis_dot_edges(sf, acc, x, w):
     got = sf.dot(acc, xs, ws, loops)
     case = (hex(acc), [hex(v) for v in x], [hex(v) for v in w])
     assert got == sf.dot(acc, xs, ws, loops, ref=True), case
-    for pairs in (1, 2):
-        assert got == sf.dot(acc, xs, ws, loops, pairs=pairs), (*case, pairs)
+    for form in UNPACKED_FORMS:
+        assert got == sf.dot(acc, xs, ws, loops, form=form), (*case, form)
     assert got == ieee_dot(acc, xs, ws, loops)
 
 

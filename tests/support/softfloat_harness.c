@@ -251,8 +251,11 @@ uint32_t sf_dot_ref(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf
  *      2^63 .. 2^66) and near 2^63.5 (products near 2^127: sums that leave
  *      the fast range and come back),
  *   9: 2 to 9 significant bits near 1 with exponents 0..12 apart: exact
- *      sums, ties after shifts of more than 7 bits, one-bit cancellations. */
-#define DOT_KINDS 10
+ *      sums, ties after shifts of more than 7 bits, one-bit cancellations,
+ *  10: a network's values with many +-0 (a quarter) and now and then an
+ *      operand outside the fast window (+-inf, NaN, tiny, huge): zeros
+ *      times everything, sums that stay at +-0, a zero times an infinity. */
+#define DOT_KINDS 11
 static uint32_t dot_value(uint32_t *s, uint32_t kind)
 {
     uint32_t r = xorshift32(s), v = xorshift32(s), sign = r & SF_SIGN_BIT;
@@ -278,6 +281,13 @@ static uint32_t dot_value(uint32_t *s, uint32_t kind)
         static const uint32_t edge[8] = {63u, 64u, 65u, 189u, 190u, 191u, 192u, 190u};
         return sign | (edge[v >> 29] << 23) | ((v >> 2) & 0x007FFFFFu);
     }
+    case 10: {
+        static const uint32_t out[8] = {SF_POS_INF, SF_NEG_INF, SF_QNAN, 0x00000001u,
+                                        0x00400000u, 0x7F7FFFFFu, 0x1F800000u, 0x60000000u};
+        if ((r & 63) < 4) return sign | out[v >> 29];
+        if ((r & 63) < 20) return sign;                       /* +-0 */
+        return sign | ((118u + (v >> 28)) << 23) | (v & 0x007FFFFFu);
+    }
     default: {
         uint32_t bits = 2u + (v >> 29);                       /* 2..9 significant bits */
         uint32_t frac = (v << bits) & 0x007FFFFFu;
@@ -291,11 +301,10 @@ static uint32_t dot_value(uint32_t *s, uint32_t kind)
  * n random runs of dot products (random shapes up to 5 x 5 x 9, strides
  * -9..9 in every loop, values and start accumulator of a random kind; runs
  * of 1 to 4 outputs, x and w stepped by -3..3 per output), each output by
- * sf_dot_run and sf_dot_pairs_run (x unpacked) compared with sf_dot_ref;
- * and by sf_dot_taps_run (x unpacked, w as the taps of the loops: w does
- * not step) compared with sf_dot_ref of the unstepped w.  Returns the number
- * of runs that differ; the first one's index goes to *first (or n if
- * none).
+ * sf_dot_run, sf_dot_pairs_run and sf_dot_dense_run (x unpacked) compared
+ * with sf_dot_ref; and by sf_dot_taps_run (x unpacked, w as the taps of the
+ * loops: w does not step) compared with sf_dot_ref of the unstepped w.  Returns the number of runs that differ;
+ * the first one's index goes to *first (or n if none).
  */
 #define FUZZ_RUN 4
 #define FUZZ_REACH 153              /* 4*9 + 4*9 + 8*9 + 3*3: the farthest term */
@@ -304,7 +313,7 @@ uint32_t sf_dot_fuzz(uint32_t seed, uint32_t n, uint32_t *first)
     uint32_t xbuf[2 * FUZZ_REACH + 1], wbuf[2 * FUZZ_REACH + 1];
     sf_pair xpairs[2 * FUZZ_REACH + 1];
     sf_tap taps[5 * 5 * 9];
-    uint32_t out[3][2 * FUZZ_RUN];
+    uint32_t out[4][2 * FUZZ_RUN];
     uint32_t s = seed ? seed : 1, bad = 0, it, i, o, kind;
     *first = n;
     for (it = 0; it < n; it++) {
@@ -338,10 +347,12 @@ uint32_t sf_dot_fuzz(uint32_t seed, uint32_t n, uint32_t *first)
         sf_dot_run(out[0], acc, xbuf + FUZZ_REACH, wbuf + FUZZ_REACH, loop, &run);
         sf_dot_pairs_run(out[1], acc, xpairs + FUZZ_REACH, wbuf + FUZZ_REACH, loop, &run);
         sf_dot_taps_run(out[2], acc, xpairs + FUZZ_REACH, taps, loop[0].n * loop[1].n * loop[2].n, &run);
+        sf_dot_dense_run(out[3], acc, xpairs + FUZZ_REACH, wbuf + FUZZ_REACH, loop, &run);
         for (o = 0; o < run.count; o++) {
             int32_t dx = (int32_t)o * run.x, dw = (int32_t)o * run.w;
             uint32_t want = sf_dot_ref(acc, xbuf + FUZZ_REACH + dx, wbuf + FUZZ_REACH + dw, loop);
             differ |= out[0][o * (uint32_t)run.out] != want || out[1][o * (uint32_t)run.out] != want;
+            differ |= out[3][o * (uint32_t)run.out] != want;
             want = sf_dot_ref(acc, xbuf + FUZZ_REACH + dx, wbuf + FUZZ_REACH, loop);
             differ |= out[2][o * (uint32_t)run.out] != want;
         }
