@@ -926,10 +926,14 @@ typedef struct {
     intptr_t dx, dw, dx_row, dw_row, dx_block, dw_block, row_bytes;
 } dot_loops;
 
-/* The x element at byte address xa, as a float (pairs: x is unpacked). */
-static ALWAYS_INLINE uint32_t dot_x(uintptr_t xa, int pairs)
+/* The forms of x in a dot product: floats (sf_dot_run), unpacked
+ * (sf_dot_pairs_run), unpacked with few zeros (sf_dot_dense_run). */
+enum { X_FLOATS, X_PAIRS, X_DENSE };
+
+/* The x element at byte address xa, as a float (xf: x's form). */
+static ALWAYS_INLINE uint32_t dot_x(uintptr_t xa, int xf)
 {
-    return pairs ? dot_operand_float(*(const sf_pair *)xa, DOT_OFF) : *(const uint32_t *)xa;
+    return xf != X_FLOATS ? dot_operand_float(*(const sf_pair *)xa, DOT_OFF) : *(const uint32_t *)xa;
 }
 
 
@@ -937,11 +941,11 @@ static ALWAYS_INLINE uint32_t dot_x(uintptr_t xa, int pairs)
  * terms left in its row, j rows left in its block (this one included) and
  * i blocks left (this one included). */
 static COLD uint32_t dot_slow(uint32_t acc, uintptr_t xa, uintptr_t wa, uint32_t k, uint32_t j, uint32_t i,
-                              const dot_loops *L, int pairs)
+                              const dot_loops *L, int xf)
 {
     for (;;) {
         for (; k; k--, xa += L->dx, wa += L->dw)
-            acc = sf_add(acc, sf_mul(dot_x(xa, pairs), *(const uint32_t *)wa));
+            acc = sf_add(acc, sf_mul(dot_x(xa, xf), *(const uint32_t *)wa));
         if (is_nan(acc)) return SF_QNAN;                    /* NaN + anything = NaN */
         xa += L->dx_row, wa += L->dw_row;
         if (--j == 0) {
@@ -999,8 +1003,8 @@ static ALWAYS_INLINE void dot_add_zero(uint32_t sgn, uint32_t *aw, uint32_t A)
 }
 
 /* One dot product on the fast path: from the accumulator state (aw, A) at
- * (xa, wa), the loops L, of floats (pairs = 0) or of x unpacked and w
- * floats (pairs = 1; 2: x has few zeros, so the loop does not test for
+ * (xa, wa), the loops L, of floats (xf = X_FLOATS) or of x unpacked and w
+ * floats (X_PAIRS; X_DENSE: x has few zeros, so the loop does not test for
  * them).
  *
  * A zero x costs the test (one instruction) in every term, and saves the
@@ -1013,7 +1017,7 @@ static ALWAYS_INLINE void dot_add_zero(uint32_t sgn, uint32_t *aw, uint32_t A)
  * (inf: NaN) takes the general way before the product.
  */
 static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa, uintptr_t wa,
-                                       const int pairs)
+                                       const int xf)
 {
     const intptr_t dx = L->dx, dw = L->dw;
     uintptr_t xend;
@@ -1026,7 +1030,7 @@ static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t
 
             /* the significands sa, sb; the product's word pw and sgn, whose
              * bit 31 xor pw's is the product's sign */
-            if (!pairs) {
+            if (xf == X_FLOATS) {
                 uint32_t a = *(const uint32_t *)xa, b = *(const uint32_t *)wa, ta, tb;
                 sgn = a ^ b;
                 if ((a << 1) == 0) {                        /* +-0 * w = +-0 */
@@ -1041,7 +1045,7 @@ static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t
                 const sf_pair *xp = (const sf_pair *)xa;
                 uint32_t b = *(const uint32_t *)wa, tb;
                 sa = xp->sig, sgn = b;
-                if (pairs == 1 && sa == 0) {
+                if (xf == X_PAIRS && sa == 0) {
                     sgn ^= xp->ew;
                     if ((b << 1) >= 0xFF000000u) goto general;
                     goto zero;
@@ -1068,41 +1072,41 @@ static ALWAYS_INLINE uint32_t dot_fast(const dot_loops *L, uint32_t aw, uint32_t
     }
 
 general:                                                    /* the term at (xa, wa), the plain way */
-    acc = dot_general(dot_pack(aw, A), dot_x(xa, pairs), *(const uint32_t *)wa);
+    acc = dot_general(dot_pack(aw, A), dot_x(xa, xf), *(const uint32_t *)wa);
     if (dot_unpack(acc, &aw, &A)) goto next;
     if (is_nan(acc)) return SF_QNAN;
     xa += dx, wa += dw;
-    return dot_slow(acc, xa, wa, (uint32_t)((intptr_t)(xend - xa) / dx), j, i, L, pairs);
+    return dot_slow(acc, xa, wa, (uint32_t)((intptr_t)(xend - xa) / dx), j, i, L, xf);
 }
 
 /* (one copy of the loop per kind of operands, each a function of its own:
  * the run around it keeps its registers free) */
-static __attribute__((noinline)) uint32_t dot_fast0(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
-                                                   uintptr_t wa)
+static __attribute__((noinline)) uint32_t dot_fast_floats(const dot_loops *L, uint32_t aw, uint32_t A,
+                                                         uintptr_t xa, uintptr_t wa)
 {
-    return dot_fast(L, aw, A, xa, wa, 0);
+    return dot_fast(L, aw, A, xa, wa, X_FLOATS);
 }
 
-static __attribute__((noinline)) uint32_t dot_fast1(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
-                                                   uintptr_t wa)
+static __attribute__((noinline)) uint32_t dot_fast_pairs(const dot_loops *L, uint32_t aw, uint32_t A,
+                                                        uintptr_t xa, uintptr_t wa)
 {
-    return dot_fast(L, aw, A, xa, wa, 1);
+    return dot_fast(L, aw, A, xa, wa, X_PAIRS);
 }
 
-static __attribute__((noinline)) uint32_t dot_fast2(const dot_loops *L, uint32_t aw, uint32_t A, uintptr_t xa,
-                                                   uintptr_t wa)
+static __attribute__((noinline)) uint32_t dot_fast_dense(const dot_loops *L, uint32_t aw, uint32_t A,
+                                                        uintptr_t xa, uintptr_t wa)
 {
-    return dot_fast(L, aw, A, xa, wa, 2);
+    return dot_fast(L, aw, A, xa, wa, X_DENSE);
 }
 
 
-/* A run of dot products (sf_run) of floats (pairs = 0) or of x unpacked and
- * w floats (pairs = 1, 2: see dot_fast): each output starts from acc, with
- * x and w stepped along by the run. */
+/* A run of dot products (sf_run) with x of the form xf (see dot_fast) and w
+ * floats: each output starts from acc, with x and w stepped along by the
+ * run. */
 static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, uintptr_t wa, const sf_loop loop[3],
-                                     const sf_run *run, const int pairs)
+                                     const sf_run *run, const int xf)
 {
-    const intptr_t xsize = pairs ? (intptr_t)sizeof(sf_pair) : 4, wsize = 4;
+    const intptr_t xsize = xf != X_FLOATS ? (intptr_t)sizeof(sf_pair) : 4, wsize = 4;
     sf_loop l0 = loop[0], l1 = loop[1], l2 = loop[2];
     dot_loops L;
     intptr_t x_step = xsize * run->x, w_step = wsize * run->w;
@@ -1118,7 +1122,7 @@ static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, 
     /* A row ends when x's address reaches its end: x needs a stride.  A
      * product is the same either way round, so floats x and w may swap. */
     if (l2.n == 1) l2.dx = 1;                               /* one term: any stride */
-    if (!pairs && l2.dx == 0 && l2.dw != 0) {
+    if (xf == X_FLOATS && l2.dx == 0 && l2.dw != 0) {
         uintptr_t t = xa;
         intptr_t st = x_step;
         int32_t s;
@@ -1144,14 +1148,14 @@ static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, 
 
     for (n = run->count; n; n--, out += run->out, xa += x_step, wa += w_step) {
         if (fast) {
-            *out = pairs == 2 ? dot_fast2(&L, aw0, A0, xa, wa)
-                 : pairs ? dot_fast1(&L, aw0, A0, xa, wa) : dot_fast0(&L, aw0, A0, xa, wa);
-            if (pairs != 2 || *out != SF_NEG_ZERO) continue;    /* (a -0 of dot_fast2: see DOT_ZERO_W) */
+            *out = xf == X_DENSE ? dot_fast_dense(&L, aw0, A0, xa, wa)
+                 : xf == X_PAIRS ? dot_fast_pairs(&L, aw0, A0, xa, wa) : dot_fast_floats(&L, aw0, A0, xa, wa);
+            if (xf != X_DENSE || *out != SF_NEG_ZERO) continue;     /* (a -0 of X_DENSE: see DOT_ZERO_W) */
         }
         if (!(l0.n && l1.n && l2.n))
             *out = acc;                                     /* no terms: acc, NaN payload and all */
         else
-            *out = is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, l1.n, l0.n, &L, pairs);
+            *out = is_nan(acc) ? SF_QNAN : dot_slow(acc, xa, wa, l2.n, l1.n, l0.n, &L, xf);
     }
 }
 
@@ -1235,19 +1239,19 @@ void sf_dot_taps_run(uint32_t *out, uint32_t acc, const sf_pair *x, const sf_tap
 void sf_dot_run(uint32_t *out, uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loop loop[3],
                 const sf_run *run)
 {
-    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 0);
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, X_FLOATS);
 }
 
 void sf_dot_pairs_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3],
                       const sf_run *run)
 {
-    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 1);
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, X_PAIRS);
 }
 
 void sf_dot_dense_run(uint32_t *out, uint32_t acc, const sf_pair *x, const uint32_t *w, const sf_loop loop[3],
                       const sf_run *run)
 {
-    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, 2);
+    dot_kernel(out, acc, (uintptr_t)x, (uintptr_t)w, loop, run, X_DENSE);
 }
 
 
