@@ -45,8 +45,9 @@ dcgan128 1.78G steps, 42.4 per MAC, was 2.30G and 54.9.)
 | mnist-mlp | 129K | 8.1 | 4.4x fewer | 96.00%, 96.00%, 95.56% / 95.78%, 95.56% / 95.78% |
 | lenet | 2.90M | 7.1 | 5.3x fewer | 98.22%, 98.22%, 98.22%, 98.22% |
 
-(the MLP's int8 run is bounded by what does not shrink: hashing the 3 KB input payload, 58K steps, as in
-fp32; its multiply-adds take ~4 steps each)
+(the MLP's int8 run is bounded by what does not shrink with the multiply-adds: of its 129K steps, 54K are
+the int8 dot products (3.4 a multiply-add), 32K quantize the 784 float inputs (the QDQ model's first
+QuantizeLinear, 41 steps an element) and ~27K read and hash the model and the 3 KB input, as in fp32)
 
 Printed next to the anchors: opML's MNIST 784-20-10 (~14.7M instructions, ~3 s, ~814 instructions per
 parameter), Cartesi's 38x slowdown on float matmul; and the targets of issue 14: <= 40 steps per MAC in the
