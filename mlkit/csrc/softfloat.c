@@ -680,8 +680,7 @@ uint32_t sf_to_u32(uint32_t a)
  * two roundings per term, the same bits.  It is the hot loop of every
  * model, so its common path is short: 42 MIPS instructions a term from
  * floats, 35 with x unpacked (sf_dot_pairs_run; 34 with no zero test:
- * sf_dot_dense_run), 31 over taps (x and w
- * unpacked, sf_dot_taps_run).
+ * sf_dot_dense_run), 31 over taps (x and w unpacked, sf_dot_taps_run).
  *
  * The accumulator stays unpacked between terms, in two registers: a
  * significand A and a word aw holding its sign (bit 31) and its exponent ae
@@ -755,8 +754,8 @@ static ALWAYS_INLINE uint32_t dot_word(uint32_t sign, int32_t e) { return sign |
  * (the taps' do not test w; dot_fast's test x where zeros are common).
  * But -0 + (+0) is +0: from an accumulator at -0 such a product leaves -0
  * where +0 should be, and the dot product comes out -0 where it should be
- * +0: the taps start from -0 the plain way, and sf_dot_dense_run does a -0
- * result again the plain way.
+ * +0 (and in no other case): the runs that skip zeros this way (taps,
+ * X_DENSE) do a -0 result again the plain way (dot_redo_neg_zero).
  */
 #define DOT_OUT (1 << 24)          /* added to ew outside the window: products look too large */
 #define DOT_ZERO_W 0x7FC00000u     /* ew of a zero w: -2^22 as far as the exponents go */
@@ -1002,6 +1001,11 @@ static ALWAYS_INLINE void dot_add_zero(uint32_t sgn, uint32_t *aw, uint32_t A)
     if (A == 0) *aw &= sgn | ~SF_SIGN_BIT;
 }
 
+/* Whether a fast loop's result must be done again the plain way: a -0 from
+ * a loop that lets zero products pass far below the accumulator (see
+ * DOT_ZERO_W). */
+static ALWAYS_INLINE int dot_redo_neg_zero(uint32_t r) { return r == SF_NEG_ZERO; }
+
 /* One dot product on the fast path: from the accumulator state (aw, A) at
  * (xa, wa), the loops L, of floats (xf = X_FLOATS) or of x unpacked and w
  * floats (X_PAIRS; X_DENSE: x has few zeros, so the loop does not test for
@@ -1150,7 +1154,7 @@ static ALWAYS_INLINE void dot_kernel(uint32_t *out, uint32_t acc, uintptr_t xa, 
         if (fast) {
             *out = xf == X_DENSE ? dot_fast_dense(&L, aw0, A0, xa, wa)
                  : xf == X_PAIRS ? dot_fast_pairs(&L, aw0, A0, xa, wa) : dot_fast_floats(&L, aw0, A0, xa, wa);
-            if (xf != X_DENSE || *out != SF_NEG_ZERO) continue;     /* (a -0 of X_DENSE: see DOT_ZERO_W) */
+            if (xf != X_DENSE || !dot_redo_neg_zero(*out)) continue;
         }
         if (!(l0.n && l1.n && l2.n))
             *out = acc;                                     /* no terms: acc, NaN payload and all */
@@ -1226,12 +1230,11 @@ void sf_dot_taps_run(uint32_t *out, uint32_t acc, const sf_pair *x, const sf_tap
     uintptr_t xo = (uintptr_t)x;
     const intptr_t x_step = (intptr_t)sizeof(sf_pair) * run->x;
     uint32_t aw0, A0, o;
-    /* (from -0, a zero w's product must make +0: that is the plain way's) */
-    const int fast = acc != SF_NEG_ZERO && dot_unpack(acc, &aw0, &A0);
+    const int fast = dot_unpack(acc, &aw0, &A0);
 
     for (o = run->count; o; o--, out += run->out, xo += x_step) {
-        if (fast) *out = dot_fast_taps(aw0, A0, xo, w, w + n);
-        else if (n == 0) *out = acc;                        /* no terms: acc, NaN payload and all */
+        if (fast && !dot_redo_neg_zero(*out = dot_fast_taps(aw0, A0, xo, w, w + n))) continue;
+        if (n == 0) *out = acc;                             /* no terms: acc, NaN payload and all */
         else *out = is_nan(acc) ? SF_QNAN : dot_taps_slow(acc, xo, w, w + n);
     }
 }
@@ -1263,7 +1266,6 @@ uint32_t sf_dot(uint32_t acc, const uint32_t *x, const uint32_t *w, const sf_loo
     sf_dot_run(&r, acc, x, w, loop, &dot_one);
     return r;
 }
-
 
 
 uint32_t sf_mac(uint32_t acc, uint32_t a, uint32_t b)
